@@ -1,0 +1,1 @@
+"""The `chatfile` command: build, run, inspect, verify, bench."""
