@@ -1,0 +1,397 @@
+"""Kernels for the K-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256-weight super-blocks).
+
+Block layouts (ggml-common.h, dequantize_row_q*_K in ggml-quants.c; fp16 through the table `f16`):
+    Q2_K  84 B: scales[16] (lo 4 bits scale, hi 4 bits min) | qs[64] (2 bits) | d | dmin
+    Q3_K 110 B: hmask[32] (3rd bit) | qs[64] (2 bits) | scales[12] (16 x 6 bits, minus 32) | d
+    Q4_K 144 B: d | dmin | scales[12] (8 x 6-bit scale and min) | qs[128] (4 bits)
+    Q5_K 176 B: d | dmin | scales[12] | qh[32] (5th bit) | qs[128] (4 bits)
+    Q6_K 210 B: ql[128] (lo 4 bits) | qh[64] (hi 2 bits) | scales[16] int8 | d
+Weight order inside a super-block follows those reference loops; the comments below give, for output
+position p, which byte and bits hold it.
+
+Same four functions per type as legacy.py (matvec_*, dequant_row_*, matmul_*, get_rows_*), same
+per-lane accumulator: 32 lanes, lane l collects position l of every 32-weight group. Sub-blocks of 16
+weights (Q2_K, Q3_K, Q6_K) are two half-loops so the scale stays a scalar inside each.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .gemm import TILE, tile_gemm
+
+QK_K = 256
+LANES = 32
+
+
+@njit(inline="always")
+def _fp16(row, o, f16):
+    return f16[np.int32(row[o]) | (np.int32(row[o + 1]) << 8)]
+
+
+@njit(inline="always")
+def _scale_min_k4(row, s, j):
+    # 6-bit scale and min of sub-block j (0..7) from the 12 bytes at s (get_scale_min_k4)
+    if j < 4:
+        sc = np.int32(row[s + j]) & 63
+        m = np.int32(row[s + j + 4]) & 63
+    else:
+        sc = (np.int32(row[s + j + 4]) & 15) | ((np.int32(row[s + j - 4]) >> 6) << 4)
+        m = (np.int32(row[s + j + 4]) >> 4) | ((np.int32(row[s + j]) >> 6) << 4)
+    return np.float32(sc), np.float32(m)
+
+
+@njit(inline="always")
+def _scale_q3_k(row, s, i):
+    # signed 6-bit scale of sub-block i (0..15): low 4 bits from byte i % 8 (nibble i // 8),
+    # high 2 bits from byte 8 + i % 4 (bits 2 * (i // 4)); the kmask1/kmask2 unpacking of ggml
+    lo = (np.int32(row[s + i % 8]) >> (4 * (i // 8))) & 15
+    hi = (np.int32(row[s + 8 + i % 4]) >> (2 * (i // 4))) & 3
+    return np.float32((lo | (hi << 4)) - 32)
+
+
+# ---- Q2_K: p = 128h + 32j + l  <-  bits 2j of qs[32h + l], scale byte 8h + 2j + (l >= 16) -----------
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_q2_k(out, data, x, f16, chunk):
+    rows, nb = data.shape[0], x.shape[0] // QK_K
+    for c in prange((rows + chunk - 1) // chunk):
+        acc = np.empty(LANES, np.float32)
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            row = data[r]
+            acc[:] = 0
+            for b in range(nb):
+                o = b * 84
+                d = _fp16(row, o + 80, f16)
+                dmin = _fp16(row, o + 82, f16)
+                for h in range(2):
+                    for j in range(4):
+                        xo = b * QK_K + 128 * h + 32 * j
+                        for s in range(2):
+                            sc = np.int32(row[o + 8 * h + 2 * j + s])
+                            dl = d * np.float32(sc & 15)
+                            ml = dmin * np.float32(sc >> 4)
+                            for i in range(16):
+                                l = 16 * s + i
+                                q = (np.int32(row[o + 16 + 32 * h + l]) >> (2 * j)) & 3
+                                acc[l] += (dl * np.float32(np.int32(q)) - ml) * x[xo + l]
+            out[r] = acc.sum()
+
+
+@njit(fastmath=True, cache=True)
+def dequant_row_q2_k(y, row, f16):
+    for b in range(y.shape[0] // QK_K):
+        o = b * 84
+        d = _fp16(row, o + 80, f16)
+        dmin = _fp16(row, o + 82, f16)
+        for h in range(2):
+            for j in range(4):
+                yo = b * QK_K + 128 * h + 32 * j
+                for s in range(2):
+                    sc = np.int32(row[o + 8 * h + 2 * j + s])
+                    dl = d * np.float32(sc & 15)
+                    ml = dmin * np.float32(sc >> 4)
+                    for i in range(16):
+                        l = 16 * s + i
+                        q = (np.int32(row[o + 16 + 32 * h + l]) >> (2 * j)) & 3
+                        y[yo + l] = dl * np.float32(np.int32(q)) - ml
+
+
+# ---- Q3_K: p = 128h + 32j + l  <-  bits 2j of qs[32h + l], bit 4h + j of hmask[l] (clear: minus 4) -
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_q3_k(out, data, x, f16, chunk):
+    rows, nb = data.shape[0], x.shape[0] // QK_K
+    for c in prange((rows + chunk - 1) // chunk):
+        acc = np.empty(LANES, np.float32)
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            row = data[r]
+            acc[:] = 0
+            for b in range(nb):
+                o = b * 110
+                d = _fp16(row, o + 108, f16)
+                for h in range(2):
+                    for j in range(4):
+                        xo = b * QK_K + 128 * h + 32 * j
+                        for s in range(2):
+                            dl = d * _scale_q3_k(row, o + 96, 8 * h + 2 * j + s)
+                            for i in range(16):
+                                l = 16 * s + i
+                                q = (np.int32(row[o + 32 + 32 * h + l]) >> (2 * j)) & 3
+                                hb = (np.int32(row[o + l]) >> (4 * h + j)) & 1
+                                acc[l] += dl * np.float32(np.int32(q - 4 + 4 * hb)) * x[xo + l]
+            out[r] = acc.sum()
+
+
+@njit(fastmath=True, cache=True)
+def dequant_row_q3_k(y, row, f16):
+    for b in range(y.shape[0] // QK_K):
+        o = b * 110
+        d = _fp16(row, o + 108, f16)
+        for h in range(2):
+            for j in range(4):
+                yo = b * QK_K + 128 * h + 32 * j
+                for s in range(2):
+                    dl = d * _scale_q3_k(row, o + 96, 8 * h + 2 * j + s)
+                    for i in range(16):
+                        l = 16 * s + i
+                        q = (np.int32(row[o + 32 + 32 * h + l]) >> (2 * j)) & 3
+                        hb = (np.int32(row[o + l]) >> (4 * h + j)) & 1
+                        y[yo + l] = dl * np.float32(np.int32(q - 4 + 4 * hb))
+
+
+# ---- Q4_K: p = 64j + l (l < 32) <- low nibble of qs[32j + l], p = 64j + 32 + l <- its high nibble --
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_q4_k(out, data, x, f16, chunk):
+    rows, nb = data.shape[0], x.shape[0] // QK_K
+    for c in prange((rows + chunk - 1) // chunk):
+        acc = np.empty(LANES, np.float32)
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            row = data[r]
+            acc[:] = 0
+            for b in range(nb):
+                o = b * 144
+                d = _fp16(row, o, f16)
+                dmin = _fp16(row, o + 2, f16)
+                for j in range(4):
+                    sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
+                    sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
+                    d1, mm1, d2, mm2 = d * sc1, dmin * m1, d * sc2, dmin * m2
+                    xo = b * QK_K + 64 * j
+                    qo = o + 16 + 32 * j
+                    for l in range(32):
+                        q = np.int32(row[qo + l])
+                        acc[l] += ((d1 * np.float32(np.int32(q & 15)) - mm1) * x[xo + l]
+                                   + (d2 * np.float32(np.int32(q >> 4)) - mm2) * x[xo + 32 + l])
+            out[r] = acc.sum()
+
+
+@njit(fastmath=True, cache=True)
+def dequant_row_q4_k(y, row, f16):
+    for b in range(y.shape[0] // QK_K):
+        o = b * 144
+        d = _fp16(row, o, f16)
+        dmin = _fp16(row, o + 2, f16)
+        for j in range(4):
+            sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
+            sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
+            yo = b * QK_K + 64 * j
+            qo = o + 16 + 32 * j
+            for l in range(32):
+                q = np.int32(row[qo + l])
+                y[yo + l] = d * sc1 * np.float32(np.int32(q & 15)) - dmin * m1
+                y[yo + 32 + l] = d * sc2 * np.float32(np.int32(q >> 4)) - dmin * m2
+
+
+# ---- Q5_K: as Q4_K, plus bit 2j (low nibble) or 2j + 1 (high nibble) of qh[l] worth 16 ------------
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_q5_k(out, data, x, f16, chunk):
+    rows, nb = data.shape[0], x.shape[0] // QK_K
+    for c in prange((rows + chunk - 1) // chunk):
+        acc = np.empty(LANES, np.float32)
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            row = data[r]
+            acc[:] = 0
+            for b in range(nb):
+                o = b * 176
+                d = _fp16(row, o, f16)
+                dmin = _fp16(row, o + 2, f16)
+                for j in range(4):
+                    sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
+                    sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
+                    d1, mm1, d2, mm2 = d * sc1, dmin * m1, d * sc2, dmin * m2
+                    xo = b * QK_K + 64 * j
+                    qo = o + 48 + 32 * j
+                    for l in range(32):
+                        q = np.int32(row[qo + l])
+                        h = np.int32(row[o + 16 + l])
+                        lo = (q & 15) | (((h >> (2 * j)) & 1) << 4)
+                        hi = (q >> 4) | (((h >> (2 * j + 1)) & 1) << 4)
+                        acc[l] += ((d1 * np.float32(np.int32(lo)) - mm1) * x[xo + l]
+                                   + (d2 * np.float32(np.int32(hi)) - mm2) * x[xo + 32 + l])
+            out[r] = acc.sum()
+
+
+@njit(fastmath=True, cache=True)
+def dequant_row_q5_k(y, row, f16):
+    for b in range(y.shape[0] // QK_K):
+        o = b * 176
+        d = _fp16(row, o, f16)
+        dmin = _fp16(row, o + 2, f16)
+        for j in range(4):
+            sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
+            sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
+            yo = b * QK_K + 64 * j
+            qo = o + 48 + 32 * j
+            for l in range(32):
+                q = np.int32(row[qo + l])
+                h = np.int32(row[o + 16 + l])
+                lo = (q & 15) | (((h >> (2 * j)) & 1) << 4)
+                hi = (q >> 4) | (((h >> (2 * j + 1)) & 1) << 4)
+                y[yo + l] = d * sc1 * np.float32(np.int32(lo)) - dmin * m1
+                y[yo + 32 + l] = d * sc2 * np.float32(np.int32(hi)) - dmin * m2
+
+
+# ---- Q6_K: p = 128h + 32k + l <- nibble k // 2 of ql[64h + 32(k % 2) + l], bits 2k of qh[32h + l] --
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matvec_q6_k(out, data, x, f16, chunk):
+    rows, nb = data.shape[0], x.shape[0] // QK_K
+    for c in prange((rows + chunk - 1) // chunk):
+        acc = np.empty(LANES, np.float32)
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            row = data[r]
+            acc[:] = 0
+            for b in range(nb):
+                o = b * 210
+                d = _fp16(row, o + 208, f16)
+                for h in range(2):
+                    ql, qh, xo = o + 64 * h, o + 128 + 32 * h, b * QK_K + 128 * h
+                    for s in range(2):
+                        sb = o + 192 + 8 * h + s           # scales of k = 0..3 at sb + 2k
+                        d0 = d * np.float32(np.int8(row[sb]))
+                        d1 = d * np.float32(np.int8(row[sb + 2]))
+                        d2 = d * np.float32(np.int8(row[sb + 4]))
+                        d3 = d * np.float32(np.int8(row[sb + 6]))
+                        for i in range(16):
+                            l = 16 * s + i
+                            a = np.int32(row[ql + l])
+                            e = np.int32(row[ql + 32 + l])
+                            g = np.int32(row[qh + l])
+                            q0 = ((a & 15) | ((g & 3) << 4)) - 32
+                            q1 = ((e & 15) | (((g >> 2) & 3) << 4)) - 32
+                            q2 = ((a >> 4) | (((g >> 4) & 3) << 4)) - 32
+                            q3 = ((e >> 4) | (((g >> 6) & 3) << 4)) - 32
+                            acc[l] += (d0 * np.float32(np.int32(q0)) * x[xo + l]
+                                       + d1 * np.float32(np.int32(q1)) * x[xo + 32 + l]
+                                       + d2 * np.float32(np.int32(q2)) * x[xo + 64 + l]
+                                       + d3 * np.float32(np.int32(q3)) * x[xo + 96 + l])
+            out[r] = acc.sum()
+
+
+@njit(fastmath=True, cache=True)
+def dequant_row_q6_k(y, row, f16):
+    for b in range(y.shape[0] // QK_K):
+        o = b * 210
+        d = _fp16(row, o + 208, f16)
+        for h in range(2):
+            ql, qh, yo = o + 64 * h, o + 128 + 32 * h, b * QK_K + 128 * h
+            for s in range(2):
+                sb = o + 192 + 8 * h + s
+                d0 = d * np.float32(np.int8(row[sb]))
+                d1 = d * np.float32(np.int8(row[sb + 2]))
+                d2 = d * np.float32(np.int8(row[sb + 4]))
+                d3 = d * np.float32(np.int8(row[sb + 6]))
+                for i in range(16):
+                    l = 16 * s + i
+                    a = np.int32(row[ql + l])
+                    e = np.int32(row[ql + 32 + l])
+                    g = np.int32(row[qh + l])
+                    q0 = ((a & 15) | ((g & 3) << 4)) - 32
+                    q1 = ((e & 15) | (((g >> 2) & 3) << 4)) - 32
+                    q2 = ((a >> 4) | (((g >> 4) & 3) << 4)) - 32
+                    q3 = ((e >> 4) | (((g >> 6) & 3) << 4)) - 32
+                    y[yo + l] = d0 * np.float32(np.int32(q0))
+                    y[yo + 32 + l] = d1 * np.float32(np.int32(q1))
+                    y[yo + 64 + l] = d2 * np.float32(np.int32(q2))
+                    y[yo + 96 + l] = d3 * np.float32(np.int32(q3))
+
+
+# ---- matmul and get_rows: the same driver for every type, spelled out per type so that numba
+# compiles only the dequantizer a model uses (a function argument would defeat its cache) -----------
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_q2_k(out, data, x, f16):
+    rows = data.shape[0]
+    for c in prange((rows + TILE - 1) // TILE):
+        tile = np.empty((TILE, x.shape[1]), np.float32)
+        r0, nr = c * TILE, min(TILE, rows - c * TILE)
+        for i in range(nr):
+            dequant_row_q2_k(tile[i], data[r0 + i], f16)
+        tile_gemm(out, tile, nr, x, r0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_q3_k(out, data, x, f16):
+    rows = data.shape[0]
+    for c in prange((rows + TILE - 1) // TILE):
+        tile = np.empty((TILE, x.shape[1]), np.float32)
+        r0, nr = c * TILE, min(TILE, rows - c * TILE)
+        for i in range(nr):
+            dequant_row_q3_k(tile[i], data[r0 + i], f16)
+        tile_gemm(out, tile, nr, x, r0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_q4_k(out, data, x, f16):
+    rows = data.shape[0]
+    for c in prange((rows + TILE - 1) // TILE):
+        tile = np.empty((TILE, x.shape[1]), np.float32)
+        r0, nr = c * TILE, min(TILE, rows - c * TILE)
+        for i in range(nr):
+            dequant_row_q4_k(tile[i], data[r0 + i], f16)
+        tile_gemm(out, tile, nr, x, r0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_q5_k(out, data, x, f16):
+    rows = data.shape[0]
+    for c in prange((rows + TILE - 1) // TILE):
+        tile = np.empty((TILE, x.shape[1]), np.float32)
+        r0, nr = c * TILE, min(TILE, rows - c * TILE)
+        for i in range(nr):
+            dequant_row_q5_k(tile[i], data[r0 + i], f16)
+        tile_gemm(out, tile, nr, x, r0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_q6_k(out, data, x, f16):
+    rows = data.shape[0]
+    for c in prange((rows + TILE - 1) // TILE):
+        tile = np.empty((TILE, x.shape[1]), np.float32)
+        r0, nr = c * TILE, min(TILE, rows - c * TILE)
+        for i in range(nr):
+            dequant_row_q6_k(tile[i], data[r0 + i], f16)
+        tile_gemm(out, tile, nr, x, r0)
+
+
+@njit(cache=True)
+def get_rows_q2_k(out, data, ids, f16):
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= data.shape[0]:
+            raise IndexError("row id out of range")
+        dequant_row_q2_k(out[t], data[ids[t]], f16)
+
+
+@njit(cache=True)
+def get_rows_q3_k(out, data, ids, f16):
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= data.shape[0]:
+            raise IndexError("row id out of range")
+        dequant_row_q3_k(out[t], data[ids[t]], f16)
+
+
+@njit(cache=True)
+def get_rows_q4_k(out, data, ids, f16):
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= data.shape[0]:
+            raise IndexError("row id out of range")
+        dequant_row_q4_k(out[t], data[ids[t]], f16)
+
+
+@njit(cache=True)
+def get_rows_q5_k(out, data, ids, f16):
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= data.shape[0]:
+            raise IndexError("row id out of range")
+        dequant_row_q5_k(out[t], data[ids[t]], f16)
+
+
+@njit(cache=True)
+def get_rows_q6_k(out, data, ids, f16):
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= data.shape[0]:
+            raise IndexError("row id out of range")
+        dequant_row_q6_k(out[t], data[ids[t]], f16)
