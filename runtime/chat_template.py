@@ -1,0 +1,144 @@
+"""Chat templates: render `tokenizer.chat_template` (Jinja2, sandboxed) into the prompt text.
+
+The environment copies Hugging Face transformers' `chat_template_utils` (which llama-cpp-python's
+`Jinja2ChatFormatter` also copies): an `ImmutableSandboxedEnvironment` with trim_blocks/lstrip_blocks,
+the loop-controls extension, a pass-through `{% generation %}` tag, `tojson` with ensure_ascii=False and
+`indent`, and the globals `raise_exception`, `strftime_now`, `bos_token`, `eos_token`,
+`add_generation_prompt`. Output is byte-identical to llama-cpp-python's for the same messages
+(tests/test_chat_template.py against data/goldens/chat_templates.json).
+
+Fallback: a GGUF without `tokenizer.chat_template` gets ChatML, exactly as llama.cpp's built-in
+"chatml" template writes it (`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then
+`<|im_start|>assistant\\n` when a reply is wanted). `--chat-template` overrides either: a path to a
+Jinja file, the name `chatml`, or Jinja source text.
+
+Prompt ids: the rendered text is tokenized with special tokens parsed and nothing added (the template
+writes its own BOS when the model wants one, as llama-cpp-python does); when the model adds BOS and the
+template did not write it, BOS is put in front once (llama.cpp's server does the same).
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from typing import Callable
+
+import jinja2
+import jinja2.ext
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .ggml import Keys
+
+# llama.cpp src/llama-chat.cpp, LLM_CHAT_TEMPLATE_CHATML
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class ChatTemplateError(ValueError):
+    """The template does not parse, refuses the conversation (raise_exception), or is unsafe."""
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """HF's `{% generation %}...{% endgeneration %}` (marks assistant text for training): rendered as is."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # transformers' tojson: unlike Jinja's own, no HTML escaping and non-ASCII kept as is
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message):
+    raise ChatTemplateError(message)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
+        extensions=[_GenerationTag, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    return env
+
+
+class ChatTemplate:
+    """One compiled chat template plus the BOS/EOS token texts it may write."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "",
+                 now: Callable[[], datetime] = datetime.now):
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self._now = now   # the clock behind strftime_now (tests pin it)
+        try:
+            self._template = _environment().from_string(source)
+        except TemplateError as e:
+            line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+            raise ChatTemplateError(f"chat template does not parse{line}: {e.message or e}") from None
+
+    @classmethod
+    def for_model(cls, model, override: str | None = None) -> "ChatTemplate":
+        """The model's own template (or ChatML when it has none), unless `override` (see load_override)."""
+        tok = model.tokenizer
+        if override:
+            source = load_override(override)
+        else:
+            source = model.gguf.metadata.get(Keys.CHAT_TEMPLATE) or CHATML
+        return cls(source, bos_token=_token_text(tok, tok.bos_id), eos_token=_token_text(tok, tok.eos_id))
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
+        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...])."""
+        try:
+            return self._template.render(
+                messages=messages, bos_token=self.bos_token, eos_token=self.eos_token,
+                add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
+                strftime_now=lambda fmt: self._now().strftime(fmt), **extra)
+        except SecurityError as e:
+            raise ChatTemplateError(f"chat template refused: it tries to reach Python internals ({e})") from None
+        except ChatTemplateError:
+            raise
+        except TemplateError as e:
+            raise ChatTemplateError(f"chat template failed: {e.message or e}") from None
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
+            # e.g. a message without "content" or content of the wrong type for this template
+            raise ChatTemplateError(f"chat template failed on these messages: {type(e).__name__}: {e}") from None
+
+
+def load_override(value: str) -> str:
+    """--chat-template: an existing file holds Jinja source; `chatml` names the built-in; else Jinja text."""
+    if value == "chatml":
+        return CHATML
+    if os.path.isfile(value):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ChatTemplateError(f"cannot read chat template file {value}: {e}") from None
+    return value
+
+
+def chat_prompt_ids(model, template: ChatTemplate, messages: list[dict],
+                    add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the rendered conversation, BOS exactly once when the model uses one."""
+    text = template.render(messages, add_generation_prompt=add_generation_prompt)
+    ids = model.tokenize(text, add_special=False, parse_special=True)
+    tok = model.tokenizer
+    if tok.add_bos and tok.bos_id is not None and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:
+        ids.insert(0, tok.bos_id)
+    return ids
+
+
+def _token_text(tok, token_id) -> str:
+    # llama-cpp-python passes llama_token_get_text(id): the raw vocabulary entry, "" when there is none
+    if token_id is None or token_id < 0:
+        return ""
+    return tok.tokens[token_id]

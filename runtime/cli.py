@@ -1,0 +1,194 @@
+"""Command line: flags as llama.cpp/llamafile spell them, then one of four modes.
+
+    -p TEXT | -p - | -f FILE   one-shot completion: prints only the completion to stdout (the prompt is
+                               not echoed, unlike llama.cpp's llama-completion) and exits 0; logs and
+                               --verbose timings go to stderr
+    --chat                     terminal chat
+    --server                   OpenAI-compatible API + web UI
+    (none)                     server + browser, and the terminal chat when started from a terminal
+
+Defaults (llama.cpp's): --temp 0.8 (one-shot, server and chat alike: llamafile's chat uses 0, but tiny
+models loop under greedy decoding), --top-k 40, --top-p 0.95, --min-p 0.05, --repeat-penalty 1.0 over
+--repeat-last-n 64, -n -1 (until end of generation or a full context), -s -1 (random seed).
+-c: 8192 (llamafile's default) capped at the model's trained context; -c 0 is the trained context.
+User errors (bad flag, missing or damaged model, unreadable prompt file) print one line on stderr and
+exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .sampler import SamplingParams
+
+DEFAULT_CTX = 8192
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in its inputs: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):           # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
+    ap = _Parser(prog=prog, description="Chat with a GGUF language model, offline.",
+                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("-m", "--model", metavar="GGUF", help="model file (default: the model embedded in this file)")
+    mode = ap.add_argument_group("modes (default: server + browser + terminal chat)")
+    mode.add_argument("-p", "--prompt", metavar="TEXT", help="complete TEXT and exit ('-' reads stdin)")
+    mode.add_argument("-f", "--file", metavar="FILE", help="complete the text of FILE and exit")
+    mode.add_argument("--chat", action="store_true", help="terminal chat")
+    mode.add_argument("--server", action="store_true", help="API and web UI only")
+    g = ap.add_argument_group("generation")
+    g.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
+                   help="tokens to generate, -1 = until end of text (default: -1)")
+    g.add_argument("--temp", type=float, default=0.8, metavar="T", help="temperature, 0 = greedy (default: 0.8)")
+    g.add_argument("--top-k", type=int, default=40, metavar="K", help="0 = off (default: 40)")
+    g.add_argument("--top-p", type=float, default=0.95, metavar="P", help="1.0 = off (default: 0.95)")
+    g.add_argument("--min-p", type=float, default=0.05, metavar="P", help="0.0 = off (default: 0.05)")
+    g.add_argument("--repeat-penalty", type=float, default=1.0, metavar="X", help="1.0 = off (default: 1.0)")
+    g.add_argument("--repeat-last-n", type=int, default=64, metavar="N",
+                   help="penalty window, 0 = off, -1 = whole context (default: 64)")
+    g.add_argument("--presence-penalty", type=float, default=0.0, metavar="X", help="(default: 0.0)")
+    g.add_argument("--frequency-penalty", type=float, default=0.0, metavar="X", help="(default: 0.0)")
+    g.add_argument("-s", "--seed", type=int, default=-1, metavar="N", help="-1 = random (default: -1)")
+    g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
+                   help=f"context size, 0 = the model's (default: {DEFAULT_CTX}, at most the model's)")
+    g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all)")
+    c = ap.add_argument_group("chat")
+    c.add_argument("--system", metavar="TEXT", help="system prompt for the terminal chat")
+    c.add_argument("--chat-template", metavar="JINJA|FILE",
+                   help="override the model's chat template: Jinja text, a file, or 'chatml'")
+    s = ap.add_argument_group("server")
+    s.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default: 8080, or the next free one)")
+    s.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on API calls")
+    s.add_argument("--nobrowser", action="store_true", help="do not open a browser")
+    ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
+    return ap
+
+
+def sampling_params(args) -> SamplingParams:
+    return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          seed=None if args.seed < 0 else args.seed)
+
+
+def log(args, message):
+    if args.verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def read_prompt(args) -> str:
+    """-p TEXT, -p - (stdin) or -f FILE; like llama.cpp, one trailing newline of a file or stdin is dropped."""
+    if args.file is not None:
+        try:
+            with open(args.file, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read prompt file {args.file}: {e.strerror or e}") from None
+    elif args.prompt == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        return args.prompt
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"prompt is not UTF-8 text: {e}") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def load_model(args, embedded):
+    from . import load
+    from .bundle import find_model
+    from .config import ModelError
+    from .gguf import GGUFError
+    from .tokenizer import TokenizerError
+    path, offset = find_model(args.model, embedded)
+    if not os.path.isfile(path):
+        raise UsageError(f"model file not found: {path}")
+    if args.ctx_size is not None and args.ctx_size < 0:
+        raise UsageError(f"-c/--ctx-size must be 0 or more, got {args.ctx_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"-t/--threads must be 1 or more, got {args.threads}")
+    t0 = time.perf_counter()
+    try:
+        if args.ctx_size is None:         # DEFAULT_CTX, unless the model was trained on less
+            model = load(path, offset=offset, n_ctx=DEFAULT_CTX, n_threads=args.threads)
+            if model.config.context_length < DEFAULT_CTX:
+                model = load(path, offset=offset, n_ctx=None, n_threads=args.threads)
+        else:
+            model = load(path, offset=offset, n_ctx=args.ctx_size or None, n_threads=args.threads)
+    except (GGUFError, ModelError, TokenizerError) as e:
+        raise UsageError(f"cannot load {path}: {e}") from None
+    log(args, f"loaded {path} in {time.perf_counter() - t0:.2f} s: {model.config.n_ctx} context")
+    return model
+
+
+def run_prompt(model, args) -> int:
+    """One-shot: the completion alone on stdout, byte-exact UTF-8."""
+    from .generate import generate
+    prompt = read_prompt(args)
+    ids = model.tokenize(prompt, add_special=True, parse_special=True)
+    if not ids:
+        raise UsageError("empty prompt: give some text with -p or -f")
+    session = model.new_session()
+    gen = generate(model, session, ids, sampling_params(args), max_tokens=args.n_predict)
+    out = sys.stdout.buffer
+    text_end = ""
+    for piece in gen:
+        out.write(piece.text.encode("utf-8"))
+        out.flush()
+        text_end = (text_end + piece.text)[-1:]
+    if sys.stdout.isatty() and text_end != "\n":
+        out.write(b"\n")                  # keep the shell prompt on its own line; pipes get exact bytes
+        out.flush()
+    if gen.context_full:
+        print(f"chatfile: context full ({session.n_ctx} tokens): stopped; raise -c for longer output",
+              file=sys.stderr)
+    n_new = gen.n_prompt - gen.n_cached
+    log(args, f"prompt: {n_new} tokens in {gen.t_prompt:.2f} s ({n_new / max(gen.t_prompt, 1e-9):.1f} tok/s); "
+              f"generated: {gen.n_generated} tokens, {gen.n_generated - 1} decode steps in {gen.t_generate:.2f} s "
+              f"({max(gen.n_generated - 1, 0) / max(gen.t_generate, 1e-9):.1f} tok/s); "
+              f"finish: {gen.finish_reason}")
+    return 0
+
+
+def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
+    """Parse, load, dispatch. embedded = (executable, payload offset) inside a bundle; -m overrides it."""
+    from .bundle import BundleError
+    from .chat_template import ChatTemplateError
+    from .generate import PromptTooLong
+
+    prog = os.path.basename(embedded[0]) if embedded else "chatfile"
+    try:
+        args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+        if args.prompt is not None and args.file is not None:
+            raise UsageError("give the prompt with -p or -f, not both")
+        model = load_model(args, embedded)
+        if args.prompt is not None or args.file is not None:
+            return run_prompt(model, args)
+        if args.chat:
+            from . import chat
+            return chat.run(model, args)
+        from . import server
+        return server.run(model, args, foreground_chat=not args.server and sys.stdin.isatty())
+    except (UsageError, BundleError, ChatTemplateError, PromptTooLong) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:                # `| head`: the reader is gone, nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:                   # unreadable model file and the like
+        print(f"{prog}: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
