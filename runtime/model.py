@@ -1,0 +1,304 @@
+"""The model: weights as views into the GGUF, a Session with the KV cache, and the forward pass.
+
+Three kinds of state, kept apart (as llama2.c's Config / TransformerWeights / RunState):
+- `ModelConfig` (config.py): the blueprint, immutable.
+- `Model`: the weights, read-only `Tensor` views into the file's mmap (no float32 copy; only the
+  small norm and bias vectors are float32 arrays).
+- `Session`: the KV cache and the activation buffers, allocated once and reused for every token.
+
+One forward pass serves `llama` (Llama 1/2/3, Mistral, SmolLM2, TinyLlama), `qwen2` (llama with Q/K/V
+biases) and `gemma3`; their differences are fields of the config (see src/models/{llama,qwen2,gemma3}.cpp
+in llama.cpp). A prompt is evaluated in one call (`kernels.matmul` over all its positions), then each
+new token with `kernels.matvec`; only the last position goes through the output head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels, ops
+from .config import ModelConfig, ModelError
+from .ggml import SUPPORTED_TYPES, GGMLType, type_name
+from .gguf import GGUFFile, Tensor
+from .quants import dequantize
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    attn_norm: np.ndarray          # [dim]
+    wq: Tensor                     # [dim -> q_dim]
+    wk: Tensor                     # [dim -> kv_dim]
+    wv: Tensor                     # [dim -> kv_dim]
+    wo: Tensor                     # [q_dim -> dim]
+    bq: np.ndarray | None          # [q_dim]   (qwen2)
+    bk: np.ndarray | None          # [kv_dim]  (qwen2)
+    bv: np.ndarray | None          # [kv_dim]  (qwen2)
+    q_norm: np.ndarray | None      # [head_dim] (gemma3)
+    k_norm: np.ndarray | None      # [head_dim] (gemma3)
+    post_attn_norm: np.ndarray | None   # [dim] (gemma3)
+    ffn_norm: np.ndarray           # [dim]
+    w_gate: Tensor                 # [dim -> hidden_dim]
+    w_up: Tensor                   # [dim -> hidden_dim]
+    w_down: Tensor                 # [hidden_dim -> dim]
+    post_ffn_norm: np.ndarray | None    # [dim] (gemma3)
+    local: bool                    # sliding-window layer (gemma3)
+
+
+class _Weights:
+    """Looks tensors up by their GGUF names, checking presence, shape and type."""
+
+    def __init__(self, gguf: GGUFFile, config: ModelConfig):
+        self.tensors = gguf.tensors
+        self.arch = config.arch
+
+    def matrix(self, name: str, n_in: int, n_out: int, required: bool = True) -> Tensor | None:
+        t = self.tensors.get(name)
+        if t is None:
+            if required:
+                raise ModelError(f"{self.arch} model: tensor {name!r} is missing")
+            return None
+        if t.type not in SUPPORTED_TYPES:
+            supported = ", ".join(sorted(GGMLType(x).name for x in SUPPORTED_TYPES))
+            raise ModelError(f"tensor {name!r} has type {type_name(t.type)}, which chatfile does not "
+                             f"support (supported: {supported})")
+        if tuple(t.shape) != (n_in, n_out):
+            raise ModelError(f"tensor {name!r} has shape {list(t.shape)}, expected [{n_in}, {n_out}]")
+        return t
+
+    def vector(self, name: str, n: int, required: bool = True) -> np.ndarray | None:
+        """A small vector (norm weight, bias) as float32 [n]: a view when stored as F32."""
+        t = self.tensors.get(name)
+        if t is None:
+            if required:
+                raise ModelError(f"{self.arch} model: tensor {name!r} is missing")
+            return None
+        if t.type not in SUPPORTED_TYPES or t.shape[0] * t.n_rows != n:
+            raise ModelError(f"tensor {name!r}: expected {n} values, found shape {list(t.shape)} "
+                             f"of type {type_name(t.type)}")
+        if t.type == GGMLType.F32:
+            return t.data.view(np.float32).reshape(n)          # zero-copy
+        return dequantize(t.data, t.type, t.shape[0]).reshape(n)
+
+
+class Model:
+    """A loaded GGUF model. `load` to open one; `new_session()` for a KV cache; `logits(ids)`."""
+
+    def __init__(self, gguf: GGUFFile, config: ModelConfig):
+        self.gguf = gguf
+        self.config = c = config
+        self.tokenizer = Tokenizer.from_metadata(gguf.metadata)  # raises TokenizerError
+        w = _Weights(gguf, c)
+        self.token_embd = w.matrix("token_embd.weight", c.dim, c.vocab_size)
+        self.output_norm = w.vector("output_norm.weight", c.dim)
+        # no output.weight: the head is tied to the embedding (SmolLM2, Gemma 3)
+        self.output = w.matrix("output.weight", c.dim, c.vocab_size, required=False) or self.token_embd
+        rope_freqs = w.vector("rope_freqs.weight", c.rope_dim // 2, required=False)  # Llama 3.1
+        self.layers = [self._layer(w, i) for i in range(c.n_layers)]
+        # Round activations before each product as llama.cpp does (ops.ACT_KIND): logits land
+        # closer to llama.cpp's. False computes in plain float32, where prefill and decode agree to
+        # ~1e-3 instead of flipping 8-bit roundings (the tests of the cache use that).
+        self.llama_rounding = True
+
+        # RoPE as ggml computes it: theta_scale = powf(base, -2.0f/rope_dim) in float32
+        # (ggml_compute_forward_rope); (theta_scale, freq_scale, rope_freqs factors) per layer kind
+        exponent = np.float32(-2.0) / np.float32(c.rope_dim)
+        ones = np.ones(c.rope_dim // 2, np.float32)
+        factors = ones if rope_freqs is None else np.ascontiguousarray(rope_freqs, np.float32)
+        self.rope_global = (np.power(np.float32(c.rope_base), exponent), np.float32(c.rope_scale),
+                            factors)
+        self.rope_local = (np.power(np.float32(c.rope_base_local), exponent), np.float32(1.0), factors)
+
+    def _layer(self, w: _Weights, i: int) -> LayerWeights:
+        c = self.config
+        p = f"blk.{i}."
+        gemma = c.post_norms
+        return LayerWeights(
+            attn_norm=w.vector(p + "attn_norm.weight", c.dim),
+            wq=w.matrix(p + "attn_q.weight", c.dim, c.q_dim),
+            wk=w.matrix(p + "attn_k.weight", c.dim, c.kv_dim),
+            wv=w.matrix(p + "attn_v.weight", c.dim, c.kv_dim),
+            wo=w.matrix(p + "attn_output.weight", c.q_dim, c.dim),
+            # biases are optional in llama.cpp's llama and qwen2 loaders alike
+            bq=w.vector(p + "attn_q.bias", c.q_dim, required=False),
+            bk=w.vector(p + "attn_k.bias", c.kv_dim, required=False),
+            bv=w.vector(p + "attn_v.bias", c.kv_dim, required=False),
+            q_norm=w.vector(p + "attn_q_norm.weight", c.head_dim) if c.qk_norm else None,
+            k_norm=w.vector(p + "attn_k_norm.weight", c.head_dim) if c.qk_norm else None,
+            post_attn_norm=w.vector(p + "post_attention_norm.weight", c.dim) if gemma else None,
+            ffn_norm=w.vector(p + "ffn_norm.weight", c.dim),
+            w_gate=w.matrix(p + "ffn_gate.weight", c.dim, c.hidden_dim),
+            w_up=w.matrix(p + "ffn_up.weight", c.dim, c.hidden_dim),
+            w_down=w.matrix(p + "ffn_down.weight", c.hidden_dim, c.dim),
+            post_ffn_norm=w.vector(p + "post_ffw_norm.weight", c.dim) if gemma else None,
+            local=c.local_layers[i],
+        )
+
+    @classmethod
+    def load(cls, path, offset: int = 0, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":
+        """Open a GGUF (stand-alone, or embedded at byte `offset` of a larger file).
+
+        n_ctx overrides the context length from the metadata; n_threads the kernels' thread count
+        (default: all CPUs numba may use)."""
+        gguf = GGUFFile(path, offset)
+        model = cls(gguf, ModelConfig.from_gguf(gguf, n_ctx=n_ctx))
+        if n_threads is not None:
+            kernels.set_threads(n_threads)
+        return model
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, ids) -> str:
+        """Text of ids, special tokens rendered (llama_detokenize)."""
+        return self.tokenizer.detokenize(ids)
+
+    def new_session(self, n_ctx: int | None = None) -> "Session":
+        return Session(self, n_ctx or self.config.n_ctx)
+
+    def logits(self, token_ids) -> np.ndarray:
+        """float32 [vocab_size]: the next-token logits after token_ids, from an empty context."""
+        ids = list(token_ids)
+        return Session(self, max(1, len(ids))).eval(ids)
+
+
+class _Buffers:
+    """Activations for up to `rows` positions at once; allocated once, reused every call."""
+
+    def __init__(self, c: ModelConfig, rows: int):
+        def z(*shape):
+            return np.zeros(shape, np.float32)
+        self.rows = rows
+        self.x = z(rows, c.dim)               # residual stream
+        self.xn = z(rows, c.dim)              # normalised input of a block
+        self.xq = z(rows, c.dim)              # xn rounded like llama.cpp's activations
+        self.q = z(rows, c.q_dim)
+        self.k = z(rows, c.kv_dim)
+        self.v = z(rows, c.kv_dim)
+        self.att = z(rows, c.q_dim)           # attention output, before attn_output
+        self.attq = z(rows, c.q_dim)
+        self.o = z(rows, c.dim)               # a block's output, before the residual add
+        self.gate = z(rows, c.hidden_dim)
+        self.up = z(rows, c.hidden_dim)
+        self.hq = z(rows, c.hidden_dim)
+        self.logits = z(1, c.vocab_size)
+
+
+class Session:
+    """One conversation's run state: the KV cache (`tokens` says what it holds) and scratch buffers."""
+
+    def __init__(self, model: Model, n_ctx: int):
+        c = model.config
+        self.model = model
+        self.n_ctx = n_ctx
+        self.tokens: list[int] = []
+        # [n_layers, n_kv_heads, n_ctx, head_dim], values rounded to fp16 as llama.cpp's F16 cache.
+        # np.zeros maps untouched pages lazily: memory grows with the positions actually used.
+        self.k_cache = np.zeros((c.n_layers, c.n_kv_heads, n_ctx, c.head_dim), np.float32)
+        self.v_cache = np.zeros_like(self.k_cache)
+        self._one = _Buffers(c, 1)            # decode
+        self._many: _Buffers | None = None    # prefill, grown to the longest prompt seen
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n cached positions (prefix reuse); later positions get overwritten."""
+        if not 0 <= n <= len(self.tokens):
+            raise ValueError(f"cannot truncate {len(self.tokens)} cached tokens to {n}")
+        del self.tokens[n:]
+
+    def eval(self, token_ids) -> np.ndarray:
+        """Append token_ids to the context; float32 [vocab_size] logits after the last of them."""
+        ids = np.asarray(list(token_ids), dtype=np.int64).reshape(-1)
+        T = len(ids)
+        if T == 0:
+            raise ValueError("eval needs at least one token")
+        vocab = self.model.config.vocab_size
+        if ids.min() < 0 or ids.max() >= vocab:
+            bad = int(ids[(ids < 0) | (ids >= vocab)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+        pos0 = len(self.tokens)
+        if pos0 + T > self.n_ctx:
+            raise ValueError(f"context full: {pos0} cached + {T} new tokens exceed n_ctx {self.n_ctx}")
+        if T == 1:
+            buf = self._one
+        else:
+            if self._many is None or self._many.rows < T:
+                self._many = _Buffers(self.model.config, T)
+            buf = self._many
+        logits = self._forward(ids, pos0, buf)
+        self.tokens.extend(int(i) for i in ids)
+        return logits
+
+    # ---- the forward pass ----
+
+    def _project(self, x, xq, pairs):
+        """out = x @ W^T for each (W, out) in pairs; x [T, n]. x is rounded as llama.cpp rounds it
+        for W's type (once per distinct rounding), then the kernels multiply from the raw blocks."""
+        T = x.shape[0]
+        done = -1
+        for w, out in pairs:
+            kind = ops.ACT_KIND[w.type] if self.model.llama_rounding else ops.ACT_F32
+            if kind != done:
+                ops.round_activations(xq, x, kind)
+                done = kind
+            if T == 1:
+                kernels.matvec(w, xq[0], out[0])
+            else:
+                kernels.matmul(w, xq, out)
+
+    def _forward(self, ids: np.ndarray, pos0: int, buf: _Buffers) -> np.ndarray:
+        m = self.model
+        c = m.config
+        eps = np.float32(c.norm_eps)
+        T = len(ids)
+        x, xn, xq = buf.x[:T], buf.xn[:T], buf.xq[:T]
+        q, k, v, att, attq = buf.q[:T], buf.k[:T], buf.v[:T], buf.att[:T], buf.attq[:T]
+        o, gate, up, hq = buf.o[:T], buf.gate[:T], buf.up[:T], buf.hq[:T]
+
+        # token embeddings (gemma3 scales them by sqrt(dim))
+        kernels.get_rows(m.token_embd, ids, x)
+        if c.embed_scale != 1.0:
+            x *= np.float32(c.embed_scale)
+
+        for il, L in enumerate(m.layers):
+            # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
+            ops.rms_norm(xn, x, L.attn_norm, eps)
+            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)))
+            if L.bq is not None:
+                q += L.bq
+            if L.bk is not None:
+                k += L.bk
+            if L.bv is not None:
+                v += L.bv
+            if L.q_norm is not None:
+                ops.head_rms_norm(q, L.q_norm, c.n_heads, eps)
+                ops.head_rms_norm(k, L.k_norm, c.n_kv_heads, eps)
+            theta_scale, freq_scale, factors = m.rope_local if L.local else m.rope_global
+            ops.rope(q, pos0, c.n_heads, c.head_dim, theta_scale, freq_scale, factors, c.rope_neox)
+            ops.rope(k, pos0, c.n_kv_heads, c.head_dim, theta_scale, freq_scale, factors, c.rope_neox)
+            k_cache, v_cache = self.k_cache[il], self.v_cache[il]
+            ops.store_kv(k_cache, v_cache, k, v, pos0)
+            window = c.sliding_window if L.local else 0
+            ops.attention(att, q, k_cache, v_cache, pos0, window, c.q_scale, c.kq_scale)
+            self._project(att, attq, ((L.wo, o),))
+            if L.post_attn_norm is not None:
+                ops.rms_norm(o, o, L.post_attn_norm, eps)
+            x += o
+
+            # feed-forward block: norm, gate and up, SiLU or GELU gate, down
+            ops.rms_norm(xn, x, L.ffn_norm, eps)
+            self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)))
+            if c.ffn_gelu:
+                ops.geglu(gate, gate, up)
+            else:
+                ops.swiglu(gate, gate, up)
+            self._project(gate, hq, ((L.w_down, o),))
+            if L.post_ffn_norm is not None:
+                ops.rms_norm(o, o, L.post_ffn_norm, eps)
+            x += o
+
+        # output head on the last position only
+        last = xn[T - 1:T]
+        ops.rms_norm(last, x[T - 1:T], m.output_norm, eps)
+        self._project(last, xq[T - 1:T], ((m.output, buf.logits),))
+        return buf.logits[0].copy()

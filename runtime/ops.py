@@ -1,0 +1,407 @@
+"""numba kernels for everything in a layer except the weight products: norms, RoPE, attention over
+the KV cache, gated activations, and the roundings through which llama.cpp's numbers pass.
+
+Every kernel is a pure function: output (or the array it updates in place) first, every input an
+argument, a shape comment on the first line. Each has a plain-numpy twin below (`*_ref`), which the
+tests pin it to. Rows are float32 and C-contiguous; T is the number of positions in one call.
+
+Why the roundings: llama.cpp keeps the KV cache in F16 and multiplies q.K and P.V in F16 (flash
+attention off), and rounds activations to 8 bits (Q8_0/Q8_1/Q8_K) before each quantized dot product.
+Doing the same reproduces its layers to ~1e-7 until one near-tie rounds the other way (our float
+sums differ in the last bit); from then on both carry similar 8-bit noise. Measured on the golden
+prompts (max |diff| over llama.cpp's top 20): SmolLM2 0.54 with the roundings, 0.87 without;
+Gemma 3 0.71 with, 0.73 without.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import kernels  # noqa: F401  (sets numba's CPU target; must precede every @njit)
+from numba import njit, prange
+
+from .ggml import GGMLType
+
+# ---- rounding like llama.cpp -----------------------------------------------------------------------
+
+F16_MIN_NORMAL = 6.103515625e-05      # 2**-14; below it fp16 has a fixed step of 2**-24
+F16_SUBNORMAL_STEP = 16777216.0       # 2**24
+
+# How the activation vector is rounded before a product with a weight of each type: ggml's
+# type_traits_cpu[type].vec_dot_type (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
+# K-quants; Q8_0 and Q8_1 hold the same values).
+ACT_F32, ACT_F16, ACT_BF16, ACT_Q8_0, ACT_Q8_K = range(5)
+ACT_KIND = {
+    GGMLType.F32: ACT_F32, GGMLType.F16: ACT_F16, GGMLType.BF16: ACT_BF16,
+    GGMLType.Q4_0: ACT_Q8_0, GGMLType.Q4_1: ACT_Q8_0, GGMLType.Q5_0: ACT_Q8_0,
+    GGMLType.Q5_1: ACT_Q8_0, GGMLType.Q8_0: ACT_Q8_0,
+    GGMLType.Q2_K: ACT_Q8_K, GGMLType.Q3_K: ACT_Q8_K, GGMLType.Q4_K: ACT_Q8_K,
+    GGMLType.Q5_K: ACT_Q8_K, GGMLType.Q6_K: ACT_Q8_K,
+}
+
+
+@njit(cache=True, inline="always")
+def _f16_round(a):
+    # a float32 [n], in place: to the nearest fp16 value, ties to even (F16C's _cvtss_sh).
+    # Values beyond fp16's range (65504) are not turned into inf: K, V and P never get there.
+    u = a.view(np.uint32)
+    for i in range(a.size):
+        x = a[i]
+        if abs(x) < F16_MIN_NORMAL:
+            a[i] = np.float32(np.rint(np.float64(x) * F16_SUBNORMAL_STEP) / F16_SUBNORMAL_STEP)
+        else:
+            b = u[i]
+            b = (b + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+            u[i] = b
+
+
+@njit(cache=True)
+def f16_round(a):
+    # a float32 [n] -> a, each value rounded to fp16 precision in place
+    _f16_round(a)
+
+
+def f16_round_ref(a):
+    return a.astype(np.float16).astype(np.float32)
+
+
+@njit(cache=True)
+def round_activations(out, x, kind):
+    # x float32 [T, n] -> out [T, n]: the values llama.cpp's dot product sees for a weight whose
+    # vec_dot_type is `kind` (quantize_row_q8_0 / q8_1 on x86: d = amax/127 stored as fp16,
+    # q = round-half-even(x * 127/amax); quantize_row_q8_K_ref: iscale = -127/max, d = 1/iscale in
+    # float32; GGML_FP32_TO_BF16 ties to even)
+    T, n = x.shape
+    if kind == ACT_F32:
+        out[:] = x
+        return
+    for t in range(T):
+        row = out[t]
+        if kind == ACT_F16:
+            row[:] = x[t]
+            _f16_round(row)
+        elif kind == ACT_BF16:
+            src = x[t].view(np.uint32)
+            dst = row.view(np.uint32)
+            for i in range(n):
+                b = src[i]
+                dst[i] = ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1)))
+                          >> np.uint32(16)) << np.uint32(16)
+        elif kind == ACT_Q8_0:
+            d16 = np.empty(1, np.float32)
+            for b0 in range(0, n, 32):
+                amax = np.float32(0.0)
+                for i in range(b0, b0 + 32):
+                    amax = max(amax, abs(x[t, i]))
+                d16[0] = amax / np.float32(127.0)
+                _f16_round(d16)
+                iscale = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+                for i in range(b0, b0 + 32):
+                    row[i] = np.float32(np.rint(x[t, i] * iscale)) * d16[0]
+        else:  # ACT_Q8_K
+            for b0 in range(0, n, 256):
+                amax = np.float32(0.0)
+                vmax = np.float32(0.0)
+                for i in range(b0, b0 + 256):
+                    if abs(x[t, i]) > amax:
+                        amax = abs(x[t, i])
+                        vmax = x[t, i]
+                if amax == 0:
+                    row[b0:b0 + 256] = 0
+                    continue
+                iscale = np.float32(-127.0) / vmax
+                d = np.float32(1.0) / iscale
+                for i in range(b0, b0 + 256):
+                    row[i] = np.float32(min(np.float32(127.0), np.rint(iscale * x[t, i]))) * d
+
+
+def round_activations_ref(x, kind):
+    x = np.asarray(x, np.float32)
+    if kind == ACT_F32:
+        return x.copy()
+    if kind == ACT_F16:
+        return f16_round_ref(x)
+    if kind == ACT_BF16:
+        b = x.view(np.uint32).astype(np.uint64)
+        return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+    T, n = x.shape
+    if kind == ACT_Q8_0:
+        blocks = x.reshape(T, n // 32, 32)
+        amax = np.abs(blocks).max(axis=2, keepdims=True)
+        d = f16_round_ref(amax / np.float32(127))
+        with np.errstate(divide="ignore"):
+            iscale = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+        return (np.rint(blocks * iscale) * d).astype(np.float32).reshape(T, n)
+    blocks = x.reshape(T, n // 256, 256)
+    where = np.abs(blocks).argmax(axis=2)[..., None]
+    vmax = np.take_along_axis(blocks, where, axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = (np.float32(-127) / vmax).astype(np.float32)
+        d = (np.float32(1) / iscale).astype(np.float32)
+        q = np.minimum(np.float32(127), np.rint(iscale * blocks))
+        out = (q * d).astype(np.float32)
+    return np.where(vmax != 0, out, np.float32(0)).reshape(T, n)
+
+
+# ---- normalisation ---------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _rms_scale(x, eps):
+    # 1 / sqrt(mean(x^2) + eps) as ggml_compute_forward_rms_norm_f32: float32 squares summed in
+    # double, the mean rounded to float32, then float32 arithmetic (not fastmath: the order matters)
+    ss = 0.0
+    for i in range(x.shape[0]):
+        ss += np.float64(x[i] * x[i])
+    mean = np.float32(ss / x.shape[0])
+    return np.float32(1.0) / np.float32(math.sqrt(mean + eps))
+
+
+@njit(cache=True)
+def rms_norm(out, x, w, eps):
+    # x [T, n], w [n], eps float32 -> out [T, n] = (x * rms_scale) * w   (out may be x)
+    T, n = x.shape
+    for t in range(T):
+        scale = _rms_scale(x[t], eps)
+        for i in range(n):
+            out[t, i] = (x[t, i] * scale) * w[i]
+
+
+def rms_norm_ref(x, w, eps):
+    mean = (x * x).astype(np.float64).mean(axis=-1, keepdims=True).astype(np.float32)
+    scale = np.float32(1) / np.sqrt(mean + np.float32(eps))
+    return (x * scale) * w
+
+
+@njit(cache=True)
+def head_rms_norm(x, w, n_heads, eps):
+    # x [T, n_heads * hd], w [hd]: RMS norm of every head in place (gemma3 attn_q_norm / attn_k_norm)
+    T = x.shape[0]
+    hd = w.shape[0]
+    for t in range(T):
+        for h in range(n_heads):
+            seg = x[t, h * hd:(h + 1) * hd]
+            scale = _rms_scale(seg, eps)
+            for i in range(hd):
+                seg[i] = (seg[i] * scale) * w[i]
+
+
+def head_rms_norm_ref(x, w, n_heads, eps):
+    T = x.shape[0]
+    return rms_norm_ref(x.reshape(T, n_heads, -1), w, eps).reshape(T, -1)
+
+
+# ---- rotary position embedding ---------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _rope_angles(cos, sin, p, theta_scale, freq_scale, factors):
+    # cos, sin float32 [rope_dim/2] for position p, computed as ggml's rope cache does in float32:
+    # theta_i = p * theta_scale^i by repeated multiplication, divided by the rope_freqs factor,
+    # times the linear scale (rope_yarn with ext_factor 0 and attn_factor 1)
+    theta = np.float32(p)
+    for i in range(cos.shape[0]):
+        angle = freq_scale * (theta / factors[i])
+        cos[i] = math.cos(angle)
+        sin[i] = math.sin(angle)
+        theta = theta * theta_scale
+
+
+@njit(cache=True)
+def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox):
+    # x [T, n_heads * head_dim] in place; row t is at position pos0 + t; theta_scale float32
+    # (base^(-2/rope_dim)), freq_scale float32 (1 / linear factor), factors float32 [rope_dim/2]
+    # (Llama 3.1 rope_freqs, else ones). Pairs (2i, 2i+1) in llama.cpp's NORM mode,
+    # (i, i + rope_dim/2) in NEOX mode; dimensions past rope_dim are left alone.
+    T = x.shape[0]
+    half = factors.shape[0]
+    cos = np.empty(half, np.float32)
+    sin = np.empty(half, np.float32)
+    for t in range(T):
+        _rope_angles(cos, sin, pos0 + t, theta_scale, freq_scale, factors)
+        for h in range(n_heads):
+            base = h * head_dim
+            for i in range(half):
+                if neox:
+                    a, b = base + i, base + i + half
+                else:
+                    a, b = base + 2 * i, base + 2 * i + 1
+                x0 = x[t, a]
+                x1 = x[t, b]
+                x[t, a] = x0 * cos[i] - x1 * sin[i]
+                x[t, b] = x0 * sin[i] + x1 * cos[i]
+
+
+def rope_ref(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox):
+    T = x.shape[0]
+    half = len(factors)
+    theta = np.empty((T, half), np.float32)
+    for t in range(T):                           # p * theta_scale^i by repeated float32 products
+        th = np.float32(pos0 + t)
+        for i in range(half):
+            theta[t, i] = th
+            th = np.float32(th * np.float32(theta_scale))
+    angle = np.float32(freq_scale) * (theta / factors.astype(np.float32))
+    cos = np.cos(angle.astype(np.float64)).astype(np.float32)[:, None, :]
+    sin = np.sin(angle.astype(np.float64)).astype(np.float32)[:, None, :]
+    h = x.reshape(T, n_heads, head_dim).copy()
+    if neox:
+        a, b = h[..., :half].copy(), h[..., half:2 * half].copy()
+        h[..., :half], h[..., half:2 * half] = a * cos - b * sin, a * sin + b * cos
+    else:
+        a, b = h[..., 0:2 * half:2].copy(), h[..., 1:2 * half:2].copy()
+        h[..., 0:2 * half:2], h[..., 1:2 * half:2] = a * cos - b * sin, a * sin + b * cos
+    return h.reshape(T, -1)
+
+
+# ---- attention -------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def store_kv(k_cache, v_cache, k, v, pos0):
+    # k, v [T, n_kv * hd] -> k_cache, v_cache [n_kv, n_ctx, hd] at positions pos0..pos0+T-1,
+    # rounded to fp16 (llama.cpp's default F16 cache)
+    n_kv, _, hd = k_cache.shape
+    T = k.shape[0]
+    for t in range(T):
+        for h in range(n_kv):
+            kr = k_cache[h, pos0 + t]
+            vr = v_cache[h, pos0 + t]
+            kr[:] = k[t, h * hd:(h + 1) * hd]
+            vr[:] = v[t, h * hd:(h + 1) * hd]
+            _f16_round(kr)
+            _f16_round(vr)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _softmax(x):
+    # x [n] in place (the row of one query's scores)
+    m = x.max()
+    s = 0.0                                       # ggml sums in double
+    for i in range(x.size):
+        e = np.float32(math.exp(x[i] - m))
+        x[i] = e
+        s += e
+    inv = np.float32(1.0 / s)
+    for i in range(x.size):
+        x[i] *= inv
+
+
+@njit(cache=True)
+def softmax(x):
+    # x [n] in place -> exp(x - max) / sum
+    _softmax(x)
+
+
+def softmax_ref(x):
+    e = np.exp(x.astype(np.float64) - x.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
+    # q [T, n_heads * hd], k_cache/v_cache [n_kv, n_ctx, hd] -> out [T, n_heads * hd]
+    # Causal: query t (position pos0 + t) sees keys 0..pos0+t, or only the last `window` of them
+    # (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
+    # h // (n_heads / n_kv). As llama.cpp without flash attention: q is scaled and rounded to fp16
+    # for q.K (the cache is F16), the softmax of kq_scale * q.K is rounded to fp16 for P.V.
+    T = q.shape[0]
+    n_kv, _, hd = k_cache.shape
+    n_heads = q.shape[1] // hd
+    n_rep = n_heads // n_kv
+    for job in prange(T * n_heads):
+        t = job // n_heads
+        h = job % n_heads
+        kv = h // n_rep
+        last = pos0 + t
+        first = max(0, last - window + 1) if window > 0 else 0
+        qh = np.empty(hd, np.float32)
+        for i in range(hd):
+            qh[i] = q[t, h * hd + i] * q_scale
+        _f16_round(qh)
+        scores = np.empty(last + 1 - first, np.float32)
+        for j in range(first, last + 1):
+            kr = k_cache[kv, j]
+            s = np.float32(0.0)
+            for i in range(hd):
+                s += qh[i] * kr[i]
+            scores[j - first] = s * kq_scale
+        _softmax(scores)
+        _f16_round(scores)
+        acc = np.zeros(hd, np.float32)
+        for j in range(first, last + 1):
+            p = scores[j - first]
+            vr = v_cache[kv, j]
+            for i in range(hd):
+                acc[i] += p * vr[i]
+        out[t, h * hd:(h + 1) * hd] = acc
+
+
+def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
+    T = q.shape[0]
+    n_kv, _, hd = k_cache.shape
+    n_heads = q.shape[1] // hd
+    out = np.zeros((T, n_heads * hd), np.float32)
+    for t in range(T):
+        last = pos0 + t
+        first = max(0, last - window + 1) if window > 0 else 0
+        for h in range(n_heads):
+            kv = h // (n_heads // n_kv)
+            qh = f16_round_ref(q[t, h * hd:(h + 1) * hd] * np.float32(q_scale))
+            scores = k_cache[kv, first:last + 1] @ qh * np.float32(kq_scale)
+            p = f16_round_ref(softmax_ref(scores))
+            out[t, h * hd:(h + 1) * hd] = p @ v_cache[kv, first:last + 1]
+    return out
+
+
+# ---- gated feed-forward activations ----------------------------------------------------------------
+
+GELU_COEF_A = 0.044715
+SQRT_2_OVER_PI = 0.79788456080286535587989211986876
+
+
+@njit(cache=True, fastmath=True)
+def swiglu(out, gate, up):
+    # gate, up [T, n] -> out [T, n] = silu(gate) * up
+    T, n = gate.shape
+    for t in range(T):
+        for i in range(n):
+            g = gate[t, i]
+            out[t, i] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[t, i]
+
+
+def swiglu_ref(gate, up):
+    g = gate.astype(np.float64)
+    return (g / (1.0 + np.exp(-g)) * up).astype(np.float32)
+
+
+@njit(cache=True, inline="always")
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + math.tanh(SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)))
+
+
+@njit(cache=True)
+def geglu(out, gate, up):
+    # gate, up [T, n] -> out [T, n] = gelu_tanh(gate) * up, as ggml_vec_geglu_f32 with
+    # GGML_GELU_FP16: the input rounded to fp16, GELU looked up in an fp16 table, |x| >= 10 exact
+    T, n = gate.shape
+    one = np.empty(1, np.float32)
+    for t in range(T):
+        for i in range(n):
+            g = gate[t, i]
+            if g <= -10.0:
+                out[t, i] = 0.0
+            elif g >= 10.0:
+                out[t, i] = g * up[t, i]
+            else:
+                one[0] = g
+                _f16_round(one)
+                one[0] = _gelu_tanh(np.float32(one[0]))
+                _f16_round(one)
+                out[t, i] = one[0] * up[t, i]
+
+
+def geglu_ref(gate, up):
+    g = f16_round_ref(gate).astype(np.float64)
+    y = f16_round_ref((0.5 * g * (1.0 + np.tanh(SQRT_2_OVER_PI * g * (1.0 + GELU_COEF_A * g * g))))
+                      .astype(np.float32))
+    y = np.where(gate <= -10, np.float32(0), np.where(gate >= 10, gate, y))
+    return (y * up).astype(np.float32)
