@@ -1,0 +1,94 @@
+"""Fixtures for the server tests: the real SmolLM2 model behind a real uvicorn server on 127.0.0.1.
+
+The server runs in this process (a thread) so tests can give it short timeouts and look at its Engine;
+tests/test_server.py also starts it the way users do, as `python -m runtime --server`.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx   # the HTTP client the openai package ships with
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LiveServer:
+    url: str          # "http://127.0.0.1:PORT"
+    engine: object    # runtime.server_engine.Engine
+    server: object    # uvicorn.Server
+    thread: object
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.engine.close()
+
+    def health(self) -> httpx.Response:
+        return httpx.get(self.url + "/health", timeout=10)
+
+
+def start_server(model, **options) -> LiveServer:
+    from runtime.server import ServerOptions, bind, create_app, make_server, serve_in_thread
+    opts = ServerOptions(**options)
+    sock = bind("127.0.0.1", 0)
+    app, engine = create_app(model, opts)
+    server = make_server(app, opts)
+    thread = serve_in_thread(server, sock)
+    if not engine.ready.wait(timeout=300):
+        raise RuntimeError("server engine did not warm up in 300 s")
+    return LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", engine, server, thread)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(smollm2_path):
+    import runtime
+    return runtime.load(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def live_server(smollm2_model):
+    server = start_server(smollm2_model, request_timeout=2.0)
+    yield server
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+def runtime_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runtime", *args]
+
+
+def sse_events(response: httpx.Response) -> list:
+    """The `data:` payloads of a Server-Sent Events response, JSON-decoded ("[DONE]" kept as is)."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line[6:]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
