@@ -13,6 +13,11 @@ GGUF_VERSIONS = (2, 3)          # v1 used 32-bit counts and is not read
 GGUF_DEFAULT_ALIGNMENT = 32     # general.alignment when absent
 GGML_MAX_DIMS = 4               # tensor n_dims is 1..4
 GGML_MAX_NAME = 64              # tensor names are shorter than this many bytes (gguf.cpp)
+# Sanity limits of our reader (llama.cpp has none): far above any real model (Gemma 3: 236 tensors,
+# 33 keys, 262,144 tokens), they bound the time and memory a hostile header can cost.
+GGUF_MAX_TENSORS = 1 << 16
+GGUF_MAX_KV = 1 << 16
+GGUF_MAX_STRINGS = 1 << 22          # in all metadata string arrays together
 
 QK_K = 256                      # super-block size of the K-quants
 
@@ -89,6 +94,8 @@ class GGMLType(IntEnum):
     TQ1_0 = 34
     TQ2_0 = 35
     MXFP4 = 39
+    NVFP4 = 40
+    Q1_0 = 41
 
 
 # type -> (weights per block, bytes per block); ggml.c type_traits / gguf-py GGML_QUANT_SIZES
@@ -125,6 +132,8 @@ QUANT_SIZES: dict[GGMLType, tuple[int, int]] = {
     GGMLType.TQ1_0: (256, 2 + 4 * 13),
     GGMLType.TQ2_0: (256, 2 + 64),
     GGMLType.MXFP4: (32, 1 + 16),
+    GGMLType.NVFP4: (64, 4 + 32),
+    GGMLType.Q1_0: (128, 2 + 16),
 }
 
 # The types this runtime computes with (reference dequantization and numba kernels).
