@@ -92,6 +92,9 @@ class ModelConfig:
 
         dim = get(Keys.EMBEDDING_LENGTH)                                  # required
         n_layers = get(Keys.BLOCK_COUNT)                                  # required
+        if n_layers > len(gguf_file.tensors):          # each layer has tensors of its own
+            raise ModelError(f"{arch} model: block count {n_layers} is more than the file's "
+                             f"{len(gguf_file.tensors)} tensors allow")
         hidden_dim = get(Keys.FEED_FORWARD_LENGTH)                        # required
         n_heads = get(Keys.HEAD_COUNT)                                    # required
         n_kv_heads = get(Keys.HEAD_COUNT_KV, n_heads)                     # default: no GQA

@@ -209,3 +209,33 @@ class TokenType(IntEnum):
     USER_DEFINED = 4
     UNUSED = 5
     BYTE = 6
+
+
+# What each known metadata key must hold, checked by the reader so that code reading a known key
+# can trust its type ("int" = any integer type, "float" = float or integer, "x[]" = array of x).
+# Keys of the form "{arch}.…" match any architecture prefix.
+_INT, _FLOAT, _STR, _BOOL = {"int"}, {"float", "int"}, {"str"}, {"bool"}
+KEY_KINDS: dict[str, set[str]] = {
+    Keys.ARCHITECTURE: _STR, Keys.NAME: _STR, Keys.FILE_TYPE: _INT, Keys.QUANT_VERSION: _INT,
+    Keys.CONTEXT_LENGTH: _INT, Keys.EMBEDDING_LENGTH: _INT, Keys.BLOCK_COUNT: _INT,
+    Keys.FEED_FORWARD_LENGTH: {"int", "int[]"}, Keys.VOCAB_SIZE: _INT,
+    Keys.HEAD_COUNT: {"int", "int[]"}, Keys.HEAD_COUNT_KV: {"int", "int[]"},
+    Keys.KEY_LENGTH: _INT, Keys.VALUE_LENGTH: _INT, Keys.SLIDING_WINDOW: _INT,
+    Keys.LAYERNORM_RMS_EPS: _FLOAT, Keys.ROPE_DIMENSION_COUNT: _INT, Keys.ROPE_FREQ_BASE: _FLOAT,
+    Keys.ROPE_SCALING_TYPE: _STR, Keys.ROPE_SCALING_FACTOR: _FLOAT,
+    Keys.TOKENIZER_MODEL: _STR, Keys.TOKENIZER_PRE: _STR, Keys.TOKENS: {"str[]"},
+    Keys.TOKEN_TYPE: {"int[]"}, Keys.SCORES: {"float[]", "int[]"}, Keys.MERGES: {"str[]"},
+    Keys.BOS_ID: _INT, Keys.EOS_ID: _INT, Keys.EOT_ID: _INT, Keys.EOM_ID: _INT, Keys.UNK_ID: _INT,
+    Keys.PAD_ID: _INT, Keys.ADD_BOS: _BOOL, Keys.ADD_EOS: _BOOL, Keys.ADD_SPACE_PREFIX: _BOOL,
+    Keys.CHAT_TEMPLATE: _STR,
+}
+
+
+def expected_kinds(key: str) -> set[str] | None:
+    """The kinds a known key may hold, or None for a key this table does not know."""
+    if key in KEY_KINDS:
+        return KEY_KINDS[key]
+    arch, _, rest = key.partition(".")
+    if arch in ("general", "tokenizer") or not rest:
+        return None
+    return KEY_KINDS.get("{arch}." + rest)

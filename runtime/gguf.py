@@ -34,9 +34,20 @@ import numpy as np
 
 from .ggml import (GGML_MAX_DIMS, GGML_MAX_NAME, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_KV,
                    GGUF_MAX_STRINGS, GGUF_MAX_TENSORS, GGUF_VERSIONS, QUANT_SIZES, SCALAR_DTYPES, SCALAR_FORMATS,
-                   GGMLType, Keys, ValueType)
+                   GGMLType, Keys, ValueType, expected_kinds)
 
 _U32 = struct.Struct("<I")
+
+
+def _kind(value) -> str:
+    """The kind of a metadata value, in ggml.KEY_KINDS' terms."""
+    if isinstance(value, np.ndarray):
+        return {"f": "float", "b": "bool"}.get(value.dtype.kind, "int") + "[]"
+    if isinstance(value, list):
+        return "str[]"
+    return {bool: "bool", int: "int", float: "float", str: "str"}[type(value)]
+
+
 _U64 = struct.Struct("<Q")
 _HEADER = struct.Struct("<4sIQQ")             # magic, version, n_tensors, n_kv
 _SCALARS = {t: struct.Struct(f) for t, f in SCALAR_FORMATS.items()}
@@ -154,7 +165,11 @@ class GGUFFile:
         field = f"metadata {key!r}"
         vtype = self._value_type(field)
         self.value_types[key] = vtype
-        self.metadata[key] = self._value(vtype, field)
+        self.metadata[key] = value = self._value(vtype, field)
+        kinds = expected_kinds(key)
+        if kinds is not None and _kind(value) not in kinds:
+            raise GGUFError(f"metadata key #{i} at offset {key_at}: {key!r} must hold "
+                            f"{' or '.join(sorted(kinds))}, found {_kind(value)}")
 
     def _read_alignment(self) -> int:
         if Keys.ALIGNMENT not in self.metadata:

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gguf_helpers import FIELD_KINDS, field_map, rebuild, small_valid_gguf, string
-from runtime.ggml import SUPPORTED_TYPES, Keys, ValueType
+from runtime.ggml import SUPPORTED_TYPES, Keys, ValueType, expected_kinds
 from runtime.gguf import GGUFError, GGUFFile
 from runtime.quants import dequantize
 
@@ -276,6 +276,13 @@ TYPED_VALUES = st.one_of(
 )
 
 
+def _kind_of(vtype, value) -> str:
+    """ggml.KEY_KINDS' name for a value written as (vtype, value)."""
+    if vtype == V.ARRAY:
+        return _kind_of(value[0], None) + "[]"
+    return {V.FLOAT32: "float", V.FLOAT64: "float", V.BOOL: "bool", V.STRING: "str"}.get(vtype, "int")
+
+
 def same_value(a, b) -> bool:
     if isinstance(a, np.ndarray):
         a = a.tolist()
@@ -289,8 +296,8 @@ def synthetic_file():
 
 
 def test_known_key_with_any_type(synthetic_file, tmp_path_factory):
-    """The reader stores whatever type a known key has (the config and tokenizer judge it), except
-    general.alignment, which it needs itself: a power-of-two UINT32 or a GGUFError."""
+    """A known key holds a kind ggml.KEY_KINDS allows (stored as is) or the reader refuses the file
+    with a GGUFError naming the key; general.alignment must be a power-of-two UINT32."""
     tmp = tmp_path_factory.mktemp("keys")
 
     @FUZZ_SETTINGS
@@ -304,6 +311,11 @@ def test_known_key_with_any_type(synthetic_file, tmp_path_factory):
         path.write_bytes(rebuild(synthetic_file, {key: item}, alignment=alignment))
         if key == Keys.ALIGNMENT and not alignment:
             with pytest.raises(GGUFError, match=None if good_alignment else "general.alignment"):
+                GGUFFile(path)
+            return
+        kinds = expected_kinds(key)
+        if kinds is not None and _kind_of(vtype, value) not in kinds:
+            with pytest.raises(GGUFError, match=re.escape(repr(key)) + " must hold"):
                 GGUFFile(path)
             return
         f = GGUFFile(path)
