@@ -1,0 +1,180 @@
+"""The per-platform launcher stub: built with PyInstaller on first use, cached by build id.
+
+A stub is stubs/launcher.sh (padded to a multiple of 4 KiB) + the PyInstaller onedir runtime as a
+tar.gz and a tar.zst + the meta and footer of runtime/bundle.py with no model. `chatfile build`
+appends a model to a copy of it (bundler/pack.py).
+
+Why two parts: the launcher can only rely on the POSIX tools every Linux and macOS has (`tail`, `head`,
+`tar -z`), and most machines lack a `zstd` binary; but zstd -19 packs the runtime ~20 MB smaller than
+gzip -9 (measured on the whole onedir: 69 vs 89 MB) and decompresses faster. So `tar -z` unpacks the
+frozen Python (part 1), which then unpacks the big libraries (part 2) with the `zstandard` module it
+carries.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from . import pack
+
+ROOT = Path(__file__).resolve().parent.parent
+STUBS = ROOT / "stubs"
+STUB_KIND = "sh+tar.gz+tar.zst"
+HEADER_ALIGN = 4096                # the launcher script is padded to this, the archives follow
+ZSTD_LEVEL = 19
+# Part 2 (tar.zst) is the big libraries; part 1 (tar.gz, unpacked by `tar -z`) is the rest: the
+# bootloader with its embedded modules, libpython, the stdlib's extension modules and `zstandard`,
+# enough for the frozen Python to unpack part 2. zstd -19 packs llvmlite's code ~25% smaller than gzip.
+PART2_DIRS = ("llvmlite", "numpy", "numpy.libs", "numba")
+# Distributions frozen into the runtime: a new version of any of them is a new build id.
+FROZEN_DISTS = ("numpy", "numba", "llvmlite", "jinja2", "markupsafe", "starlette", "uvicorn", "anyio",
+                "h11", "click", "zstandard", "pyinstaller", "pyinstaller-hooks-contrib")
+
+
+def stub_platform() -> str:
+    """e.g. linux-x86_64, darwin-arm64: what the stub's native code runs on."""
+    return f"{sys.platform}-{platform.machine().lower()}"
+
+
+def build_id() -> str:
+    """Hash of everything that ends up in the stub: sources, this packer, dependency versions, platform.
+
+    Also the numba cache's freshness stamp (runtime/numba_cache.py), so it must change whenever any
+    kernel or anything a kernel calls changes.
+    """
+    h = hashlib.sha256()
+    files = sorted(p for d in (ROOT / "runtime", STUBS) for p in d.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    files.append(Path(__file__).resolve())         # how the stub is packed
+    for p in files:
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for dist in FROZEN_DISTS:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = "-"
+        h.update(f"{dist}={version}\n".encode())
+    h.update(f"{sys.version}\n{stub_platform()}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "chatfile" / "stubs"
+
+
+def get_stub(progress=sys.stderr, stub_dir: Path | None = None) -> Path:
+    """This platform's stub for the current sources: from the cache, else built (a minute or two)."""
+    bid = build_id()
+    stub_dir = stub_dir or cache_dir()
+    path = stub_dir / f"chatfile-stub-{stub_platform()}-{bid}"
+    if path.is_file():
+        return path
+    print(f"chatfile: building the runtime stub for {stub_platform()} (first build only, "
+          f"about 1-2 minutes); it is cached in {stub_dir}", file=progress, flush=True)
+    stub_dir.mkdir(parents=True, exist_ok=True)
+    build_stub(path, bid, progress=progress)
+    return path
+
+
+def build_stub(out: Path, bid: str, progress=sys.stderr) -> None:
+    """Run PyInstaller on stubs/chatfile.spec and pack the onedir behind the launcher script into OUT."""
+    try:
+        import PyInstaller  # noqa: F401
+        import zstandard  # noqa: F401
+    except ImportError:
+        raise pack.UserError("building a stub needs PyInstaller and zstandard: pip install 'chatfile[build]' "
+                             "(or pass --stub with a stub built elsewhere)") from None
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="chatfile-stub-") as tmp:
+        tmp = Path(tmp)
+        cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+               "--distpath", str(tmp / "dist"), "--workpath", str(tmp / "work"), str(STUBS / "chatfile.spec")]
+        r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if r.returncode != 0:
+            tail = "\n".join(r.stderr.strip().splitlines()[-15:])
+            raise pack.UserError(f"PyInstaller failed building the stub:\n{tail}")
+        print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compressing (zstd -{ZSTD_LEVEL}, "
+              f"about a minute) ...", file=progress, flush=True)
+        pack_onedir(tmp / "dist" / "chatfile-rt", out, bid)
+    print(f"chatfile: stub ready in {time.monotonic() - t0:.0f} s: {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)", file=progress, flush=True)
+
+
+def pack_onedir(onedir: Path, out: Path, bid: str) -> None:
+    """Stub file OUT = launcher script + part 1 (tar.gz) + part 2 (tar.zst) of `onedir` + stub footer."""
+    (onedir / "BUILD_ID").write_text(bid + "\n", encoding="ascii")
+    files = sorted(p for p in onedir.rglob("*") if not p.is_dir())
+    unpacked = sum(p.stat().st_size for p in files if not p.is_symlink())
+    part1 = [p for p in files if not _in_part2(p.relative_to(onedir))]
+    part2 = [p for p in files if _in_part2(p.relative_to(onedir))]
+    with tempfile.TemporaryDirectory(prefix="chatfile-pack-") as tmp:
+        gz, zst = Path(tmp) / "part1.tar.gz", Path(tmp) / "part2.tar.zst"
+        _write_tar(onedir, part1, gz, "gz")
+        _write_tar(onedir, part2, zst, "zst")
+        header = _launcher_header(bid, gz.stat().st_size, zst.stat().st_size, unpacked)
+        partial = out.with_name(out.name + f".{os.getpid()}.partial")
+        with open(partial, "wb") as f:
+            f.write(header)
+            for part in (gz, zst):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f, 8 << 20)
+            f.write(pack.stub_tail(f.tell(), platform=stub_platform(), kind=STUB_KIND, build_id=bid))
+    os.chmod(partial, 0o755)
+    os.replace(partial, out)
+
+
+def _in_part2(rel: Path) -> bool:
+    return len(rel.parts) > 2 and rel.parts[0] == "_internal" and rel.parts[1] in PART2_DIRS
+
+
+def _write_tar(onedir: Path, files: list[Path], archive: Path, compression: str) -> None:
+    """Deterministic tar of `files` (owner 0, fixed mtime, no group/other write bits), gzip or zstd."""
+    def clean(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        ti.mtime = 0
+        ti.mode &= 0o755
+        return ti
+
+    with open(archive, "wb") as raw:
+        if compression == "gz":
+            stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0)
+        else:
+            import zstandard
+            stream = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(raw)
+        with stream, tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for p in files:
+                tar.add(p, arcname=str(p.relative_to(onedir)), recursive=False, filter=clean)
+
+
+def _launcher_header(bid: str, gz_size: int, zst_size: int, unpacked: int) -> bytes:
+    """stubs/launcher.sh with its numbers filled in, padded with newlines to a multiple of 4 KiB.
+
+    The archives start right after the padded script; the script's own length depends on the numbers
+    written into it, so the offset is found by a fixed point (two rounds at most).
+    """
+    template = (STUBS / "launcher.sh").read_text(encoding="ascii")
+    offset = HEADER_ALIGN
+    while True:
+        fields = {"BUILD_ID": bid, "ARCHIVE_OFFSET": offset, "ARCHIVE_SIZE": gz_size,
+                  "PART2_OFFSET": offset + gz_size, "PART2_SIZE": zst_size,
+                  "UNPACKED_MB": round(unpacked / 1e6)}
+        text = template
+        for k, v in fields.items():
+            text = text.replace(f"@{k}@", str(v))
+        raw = text.encode("ascii")
+        need = -(-len(raw) // HEADER_ALIGN) * HEADER_ALIGN
+        if need == offset:
+            return raw + b"\n" * (offset - len(raw))
+        offset = need

@@ -1,0 +1,116 @@
+"""numba's on-disk cache inside the frozen executable, keyed by the build id.
+
+numba's stock locators fail in a PyInstaller app (shared/research/feasibility.md section 2): code
+objects carry relative file names that do not exist on disk, so `NUMBA_CACHE_DIR` is silently ignored
+and the user-wide locator keys the cache on the *working directory* (a cold compile from every new cwd)
+and stamps it with a sha256 of the whole executable (0.75 s per GB of embedded model, every launch).
+
+`BuildCacheLocator` instead puts every kernel's cache under one fixed directory and uses the build id
+as its freshness stamp. The build id hashes the runtime sources and the numba/llvmlite versions
+(bundler/stub.py), which matters because numba's own index key hashes a function's bytecode but not its
+callees or globals. numba's key still includes the CPU name and features, so a cache directory copied
+to another machine just misses.
+
+`install()` must run before the first kernel module is imported: numba picks a locator when a
+`cache=True` function is decorated. The plain (non-frozen) interpreter keeps numba's stock locators.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+
+from numba.core import event
+from numba.core.caching import CacheImpl, _CacheLocator
+
+
+class BuildCacheLocator(_CacheLocator):
+    """Cache files for every kernel under `cache_dir/<module path>`, stamped with `build_id`."""
+    cache_dir: str | None = None      # set by install(); None leaves numba's stock locators in charge
+    build_id: str = ""
+
+    def __init__(self, py_func, py_file):
+        self._lineno = py_func.__code__.co_firstlineno
+        # py_file is relative in a frozen app ("runtime/kernels/legacy.py"): keep it relative, never
+        # abspath() it (that would key on the working directory again).
+        parts = [p for p in os.path.splitdrive(py_file)[1].replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        self._path = os.path.join(self.cache_dir, "_".join(parts[:-1]) or "_")
+
+    def ensure_cache_path(self):
+        os.makedirs(self._path, mode=0o700, exist_ok=True)
+
+    def get_cache_path(self):
+        return self._path
+
+    def get_source_stamp(self):
+        return self.build_id
+
+    def get_disambiguator(self):
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if cls.cache_dir is None:
+            return None
+        return cls(py_func, py_file)
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+def _private_dir(path: str) -> bool:
+    """An existing or new directory that only we can write: numba's index files are pickles, so a
+    cache another local user could write to would run their code (SECURITY.md)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    st = os.lstat(path)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def install(cache_dir: str, build_id: str) -> str:
+    """Route every `cache=True` kernel to `cache_dir` (which the caller has checked is private), else,
+    when it is not writable (a read-only cache left by an earlier run), to the private per-user
+    directory under TMPDIR the launcher also falls back to, else a fresh temporary one.
+    Returns the directory used. Idempotent.
+    """
+    if not _writable_dir(cache_dir):
+        user_tmp = os.path.join(tempfile.gettempdir(), f"chatfile-{os.getuid()}")
+        cache_dir = os.path.join(user_tmp, f"numba-{build_id}")
+        if not (_private_dir(user_tmp) and _private_dir(cache_dir) and _writable_dir(cache_dir)):
+            cache_dir = tempfile.mkdtemp(prefix="chatfile-numba-")
+    BuildCacheLocator.cache_dir = cache_dir
+    BuildCacheLocator.build_id = build_id
+    if BuildCacheLocator not in CacheImpl._locator_classes:
+        CacheImpl._locator_classes.insert(0, BuildCacheLocator)
+    return cache_dir
+
+
+class _FirstCompileNotice(event.Listener):
+    """Prints one line to stderr when numba starts its first real compile (a cache miss)."""
+    def __init__(self, message: str, stream):
+        self.message, self.stream, self.said = message, stream, False
+
+    def on_start(self, ev):
+        if not self.said:
+            self.said = True
+            print(self.message, file=self.stream, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+def announce_first_compile(message: str, stream=None) -> None:
+    """Say `message` on stderr once, when a kernel is about to be compiled rather than loaded from the
+    cache: the first run on a machine spends seconds here and should say why."""
+    event.register("numba:compile", _FirstCompileNotice(message, stream or sys.stderr))
