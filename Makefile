@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps models test demo bench clean
+.PHONY: setup system-deps models test test-arm demo bench clean
 
 # a .venv with chatfile (editable), its build tools and the test extras
 setup: $(STAMP)
@@ -26,6 +26,10 @@ models: setup
 # set up everything, then run the whole test suite
 test: setup system-deps models
 	$(PY) -m pytest -q
+
+# the kernels and SmolLM2's logits on aarch64 under qemu-user emulation (sets the environment up once)
+test-arm: setup models
+	bash scripts/run_arm_tests.sh
 
 # build dist/smollm2-chat from SmolLM2 and launch it (a browser chat, and the terminal chat when run in one)
 demo: setup models

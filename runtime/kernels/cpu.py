@@ -10,6 +10,10 @@ even when AVX-512 is there; asking for 512-bit ones gave +20-25% on the decode m
 (shared/research/kernels.md). The feature string is computed from the CPU we run on, never baked in,
 so the same code is right on AVX2-only x86, on AMD Zen 4 (already 512-bit by default) and on aarch64.
 numba's cache key includes the CPU name and features, so a different machine compiles its own entry.
+
+Importing this module also makes numba's OpenMP threads wait passively between parallel loops
+(`passive_wait`), for the same reason of timing: environment read once, before the first launch,
+and makes a kernel just compiled run the same code as one loaded from the cache (`same_code_cached`).
 """
 from __future__ import annotations
 
@@ -53,6 +57,60 @@ def configure() -> None:
     config.reload_config()
 
 
+def passive_wait() -> None:
+    """Make numba's OpenMP worker threads sleep, not spin, between parallel loops. Idempotent.
+
+    GNU OpenMP (numba's `omp` threading layer here) reads OMP_WAIT_POLICY / GOMP_SPINCOUNT once, when
+    libgomp is loaded at the first parallel launch, so this must run before that; a user's value wins.
+    Measured on the 2-core development machine (issue 9, SmolLM2 Q4_1, 2 threads): an empty parallel
+    launch costs 3 us spinning and 9 us passive when the machine is idle, but while other processes
+    compete for the cores the spinning worker takes the CPU from the thread with the real work and
+    decode fell to 2-13 tok/s against 28-57 passive (prefill 30-85 against 116-280); a spin count of
+    30000 collapsed the same way. The kernels make ~150 launches per decoded token (fused Q/K/V and
+    gate/up), so passive waiting costs at most ~1 ms a token when idle and saves a 5-10x collapse
+    under load: a chat runtime shares its machine, so passive is the default.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def same_code_cached() -> None:
+    """Make a kernel run the same machine code whether just compiled or loaded from numba's cache.
+
+    numba links a copy of every library a function calls (the prange body of a `parallel=True` kernel
+    and its gufunc wrapper, helper @njit functions, NRT) into the function's module as weak symbols
+    (`linkonce_odr`, the wrapper `weak_odr`) and optimizes that module again. In the process that
+    compiles, the callees' own libraries are already loaded, so the runtime linker binds the weak
+    symbols to those earlier copies; a later process loads only the cached object and runs the
+    re-optimized copies. Both are correct, but with fastmath they sum in another order: Q8_0 matvec on
+    SmolLM2's head differed by 4e-6 in 34503 of 49152 rows, which the 8-bit activation rounding turned
+    into different sampled text on the first run (tests/test_kernel_cache.py). Making the linked-in
+    copies internal makes every module run its own, in both cases. The earlier copies were also slower:
+    in the compiling process the decode matvecs ran at 3.7 GB/s (Q4_1) and 7.1 (Q8_0) against 6.3 and
+    12.3 from the cache; now both get the cached speed (scripts/kernel_bench.py --threads 1). Idempotent.
+    """
+    import llvmlite.binding as ll
+    from numba.core.codegen import CPUCodeLibrary
+
+    optimize = CPUCodeLibrary._optimize_final_module
+    if getattr(optimize, "_own_copies", False):
+        return
+
+    weak = (ll.Linkage.linkonce_odr, ll.Linkage.weak_odr)
+
+    def optimize_own_copies(self):
+        # only the linked-in copies: a library's own weak_odr gufunc wrapper is looked up by name
+        linked = {fn.name for lib in self._linking_libraries
+                  for fn in lib._get_module_for_linking().functions if not fn.is_declaration}
+        for fn in self._final_module.functions:
+            if fn.name in linked and not fn.is_declaration and fn.linkage in weak:
+                fn.linkage = "internal"
+        optimize(self)
+
+    optimize_own_copies._own_copies = True
+    CPUCodeLibrary._optimize_final_module = optimize_own_copies
+
+
 def compiled_features() -> str:
     """The feature string numba's CPU target actually uses (for checks and the benchmark report)."""
     from numba.core.registry import cpu_target
@@ -60,3 +118,5 @@ def compiled_features() -> str:
 
 
 configure()
+passive_wait()
+same_code_cached()
