@@ -196,8 +196,8 @@ class API:
                 "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()), "model": self.engine.name}
         if stream:
-            return StreamingResponse(self._stream(job, head, include_usage, chat), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return _JobStream(job, self._stream(job, head, include_usage, chat), media_type="text/event-stream",
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         events = await self._collect_unless_disconnected(request, job)
         if events is None:                       # nobody is listening any more
             return Response(status_code=499)
@@ -268,6 +268,24 @@ class API:
             pos += len(p.text)
         return {"tokens": [t for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
                 "top_logprobs": [dict(top) for _, _, top in entries], "text_offset": offsets}
+
+
+class _JobStream(StreamingResponse):
+    """A StreamingResponse that cancels its job however the response ends.
+
+    job.stream() also sets `cancelled` when it is left, but when a disconnect cancels the response while
+    it waits in `send`, starlette leaves the body generator suspended at a `yield`: its `finally` runs
+    only when the garbage collector finalizes it, and the worker would go on generating until then."""
+
+    def __init__(self, job: Job, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancelled.set()   # after a Done this changes nothing
 
 
 # ---- app -------------------------------------------------------------------------------------------

@@ -104,14 +104,15 @@ class Engine:
             self.ready.set()
 
     def _run(self, job: Job) -> None:
+        # busy before the queue count drops: /health never shows an idle moment between two jobs
+        self.busy = True
         with self.stats_lock:
             self.queued -= 1
-        if job.cancelled.is_set():          # the client left while waiting its turn
-            return
         gen: Generation | None = None
         try:
+            if job.cancelled.is_set():      # the client left while waiting its turn
+                return
             with self.lock:
-                self.busy = True
                 g = job.gen
                 if not g.cache_prompt:
                     self.session.truncate(0)

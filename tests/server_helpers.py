@@ -55,7 +55,9 @@ def smollm2_model(smollm2_path):
 
 @pytest.fixture(scope="module")
 def live_server(smollm2_model):
-    server = start_server(smollm2_model, request_timeout=2.0)
+    # short enough that the slow-client tests are quick, long enough that a loaded 2-core CI machine
+    # never takes this long to read an ordinary request
+    server = start_server(smollm2_model, request_timeout=5.0)
     yield server
     server.stop()
 

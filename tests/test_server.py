@@ -5,6 +5,7 @@ entry points (greedy output through the API equals `-p --temp 0`)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import subprocess
@@ -150,11 +151,11 @@ def test_completions_raw_prompt_and_logprobs(live_server, client, smollm2_model)
 
 def test_tokenize_detokenize(live_server, smollm2_model):
     text = "Hello, world! Ünïcödé 🙂"
-    r = httpx.post(live_server.url + "/tokenize", json={"content": text, "add_special": False})
+    r = httpx.post(live_server.url + "/tokenize", json={"content": text, "add_special": False}, timeout=60)
     assert r.status_code == 200
     tokens = r.json()["tokens"]
     assert tokens == smollm2_model.tokenize(text, add_special=False)
-    r = httpx.post(live_server.url + "/detokenize", json={"tokens": tokens})
+    r = httpx.post(live_server.url + "/detokenize", json={"tokens": tokens}, timeout=60)
     assert r.json() == {"content": text}
 
 
@@ -213,7 +214,8 @@ def test_concurrent_streams_with_disconnects(live_server, client):
     finished = [t for t in results.values() if t is not None]
     assert len(results) == 8 and len(finished) == 6
     assert all(t == reference for t in finished)
-    assert max(health_times) < 3.0   # a whole 24-token reply takes longer than that on a busy machine
+    # /health never waits for the model: 8 queued 24-token replies take far longer than this on a busy machine
+    assert max(health_times) < 5.0
     wait_idle(live_server)
     assert greedy_chat(client, QUESTION, max_tokens=24, fresh=False).choices[0].message.content == reference
 
@@ -228,27 +230,53 @@ def wait_idle(server, timeout=10.0) -> float:
     raise AssertionError(f"server still generating {timeout} s later: {server.health().json()}")
 
 
-def test_disconnect_stops_generation_at_once(live_server):
+def server_log(caplog) -> list[str]:
+    return [f"{r.threadName}: {r.getMessage()}" for r in caplog.records if r.name.startswith("chatfile")]
+
+
+def test_disconnect_stops_generation_at_once(live_server, caplog):
+    caplog.set_level(logging.INFO, logger="chatfile.server")
+    wait_idle(live_server, timeout=60)
     # greedy SmolLM2 keeps counting for a long time after this prompt
     with httpx.stream("POST", live_server.url + "/v1/completions", timeout=300, json={
             "prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 2000, "stream": True, **FRESH}) as r:
-        events = []
-        for line in r.iter_lines():
+        events, lines = [], r.iter_lines()
+        for line in lines:
             if line.startswith("data: "):
                 events.append(line)
             if len(events) == 4:
                 break
         assert len(events) == 4 and "[DONE]" not in events[-1], events
-        assert live_server.health().json()["generating"], events
-    # 2000 tokens would take minutes; the worker notices the closed connection within a token or two
-    assert wait_idle(live_server, timeout=3.0) < 3.0
+        health = live_server.health().json()
+        if not health["generating"]:       # say why: what came after, and what the server logged
+            rest = [line for _, line in zip(range(8), lines)]
+            raise AssertionError(f"not generating after 4 events: {health}; next lines {rest}; "
+                                 f"server log {server_log(caplog)}")
+    # the worker notices the closed connection within a token or two (a few more while the test thread
+    # gets round to closing it on a loaded machine): the token count, not the time, shows it stopped early
+    wait_idle(live_server, timeout=60)
+    stopped = [m for m in server_log(caplog) if "client gone: generation stopped after" in m]
+    assert len(stopped) == 1, server_log(caplog)
+    assert int(stopped[0].rsplit("after ", 1)[1].split()[0]) < 200, stopped
 
 
-def test_non_streaming_disconnect_stops_generation(live_server):
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(live_server.url + "/v1/completions", timeout=1.0, json={
-            "prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 2000})
-    assert wait_idle(live_server, timeout=3.0) < 3.0
+def test_non_streaming_disconnect_stops_generation(live_server, caplog):
+    caplog.set_level(logging.INFO, logger="chatfile.server")
+    wait_idle(live_server, timeout=60)
+    body = json.dumps({"prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 2000, **FRESH}).encode()
+    host, port = live_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 60
+        while not live_server.health().json()["generating"]:   # its generation has started
+            assert time.monotonic() < deadline, server_log(caplog)
+            time.sleep(0.02)
+    # the client hung up without reading anything: the generation stops long before its 2000 tokens
+    wait_idle(live_server, timeout=60)
+    stopped = [m for m in server_log(caplog) if "client gone: generation stopped after" in m]
+    assert len(stopped) == 1, server_log(caplog)
+    assert int(stopped[0].rsplit("after ", 1)[1].split()[0]) < 200, stopped
 
 
 # ---- security --------------------------------------------------------------------------------------
@@ -261,14 +289,15 @@ def test_api_key_guards_every_api_route(smollm2_model):
                                    ("POST", "/v1/completions", {}), ("POST", "/tokenize", {"content": "a"}),
                                    ("POST", "/detokenize", {"tokens": [1]})]:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-                r = httpx.request(method, u + path, json=body, headers=headers)
+                r = httpx.request(method, u + path, json=body, headers=headers, timeout=60)
                 assert r.status_code == 401, (path, headers)
                 assert "API key" in r.json()["error"]["message"]
         good = {"Authorization": "Bearer s3cret"}
-        assert httpx.get(u + "/v1/models", headers=good).status_code == 200
-        assert httpx.post(u + "/tokenize", json={"content": "a"}, headers={"X-Api-Key": "s3cret"}).status_code == 200
-        assert httpx.get(u + "/health").status_code == 200          # public: load balancers, the UI
-        assert httpx.get(u + "/").status_code == 200                # the page asks for the key itself
+        assert httpx.get(u + "/v1/models", headers=good, timeout=60).status_code == 200
+        assert httpx.post(u + "/tokenize", json={"content": "a"}, headers={"X-Api-Key": "s3cret"},
+                          timeout=60).status_code == 200
+        assert httpx.get(u + "/health", timeout=60).status_code == 200          # public: load balancers, the UI
+        assert httpx.get(u + "/", timeout=60).status_code == 200                # the page asks for the key itself
         c = openai.OpenAI(base_url=u + "/v1", api_key="s3cret", max_retries=0)
         assert c.chat.completions.create(model="m", messages=QUESTION, max_tokens=2).usage.completion_tokens == 2
         with pytest.raises(openai.AuthenticationError):
@@ -287,7 +316,7 @@ def test_api_key_guards_every_api_route(smollm2_model):
 def test_cross_origin_and_rebinding_refused(live_server, headers):
     for method, path in [("POST", "/v1/chat/completions"), ("GET", "/"), ("GET", "/v1/models")]:
         r = httpx.request(method, live_server.url + path, headers=headers,
-                          json={"messages": QUESTION, "max_tokens": 1} if method == "POST" else None)
+                          json={"messages": QUESTION, "max_tokens": 1} if method == "POST" else None, timeout=60)
         assert r.status_code == 403, (path, headers)
         assert "access-control-allow-origin" not in r.headers
         assert r.json()["error"]["type"] == "forbidden"
@@ -296,10 +325,10 @@ def test_cross_origin_and_rebinding_refused(live_server, headers):
 def test_same_origin_and_local_names_allowed(live_server):
     port = live_server.url.rsplit(":", 1)[1]
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
-        r = httpx.get(live_server.url + "/v1/models", headers={"Host": host, "Origin": f"http://{host}"})
+        r = httpx.get(live_server.url + "/v1/models", headers={"Host": host, "Origin": f"http://{host}"}, timeout=60)
         assert r.status_code == 200, host
         assert "access-control-allow-origin" not in r.headers
-    r = httpx.get(live_server.url + "/")
+    r = httpx.get(live_server.url + "/", timeout=60)
     assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
 
 
