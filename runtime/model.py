@@ -235,9 +235,15 @@ class Session:
         """out = x @ W^T for each (W, out) in pairs; x [T, n]. x is rounded as llama.cpp rounds it
         for W's type (once per distinct rounding), then the kernels multiply from the raw blocks."""
         T = x.shape[0]
+        rounding = self.model.llama_rounding
+        if T == 1 and len(pairs) > 1 and all(w.type == pairs[0][0].type for w, _ in pairs):
+            # decode, one type: one rounding and (where the type has one) one fused kernel launch
+            ops.round_activations(xq, x, ops.ACT_KIND[pairs[0][0].type] if rounding else ops.ACT_F32)
+            kernels.matvecs([w for w, _ in pairs], xq[0], [out[0] for _, out in pairs])
+            return
         done = -1
         for w, out in pairs:
-            kind = ops.ACT_KIND[w.type] if self.model.llama_rounding else ops.ACT_F32
+            kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
             if kind != done:
                 ops.round_activations(xq, x, kind)
                 done = kind

@@ -2,6 +2,7 @@
 
 Public API (outputs written in place; float32, C-contiguous):
     matvec(w, x, out)       W [rows, n] @ x [n] -> out [rows]          (decode)
+    matvecs(ws, x, outs)    the same for several W sharing x, fused into one launch where it can
     matmul(w, x, out)       x [T, n] -> out [T, rows]                  (prefill)
     get_rows(w, ids, out)   ids int [T] -> out [T, n]                  (embedding lookup)
     set_threads(n)          threads used by the parallel kernels (numba.set_num_threads)
@@ -86,6 +87,36 @@ def matvec(w, x, out):
     k.matvec(out, data, x, k.table, _chunk(w.n_rows))
 
 
+# Types with a fused kernel for up to three matrix-vector products in one parallel launch (Q/K/V,
+# gate/up): (out0, out1, out2, data0, data1, data2, x, table, chunk). Only where the fused loop
+# compiles to bit-for-bit the sums of the single one (checked for Q4_1; a Q5_0 version differed in
+# the last bit, which later flips llama.cpp-style 8-bit roundings).
+_MATVEC3: dict[GGMLType, Callable] = {GGMLType.Q4_1: legacy.matvec3_q4_1}
+_NO_OUT = np.empty(0, np.float32)
+
+
+def matvecs(ws, x, outs):
+    """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when all W_i share
+    a type with a fused kernel (and there are at most three), else one `matvec` each."""
+    k3 = _MATVEC3.get(ws[0].type)
+    if k3 is None or len(ws) > 3 or any(w.type != ws[0].type for w in ws):
+        for w, out in zip(ws, outs):
+            matvec(w, x, out)
+        return
+    for w, out in zip(ws, outs):
+        if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
+            raise _mismatch(w, x, out)
+    datas = [w.data for w in ws]
+    outs = list(outs)
+    while len(datas) < 3:                         # unused slots: 0 rows, same array types
+        empty = np.empty((0, datas[0].shape[1]), np.uint8)
+        empty.flags.writeable = datas[0].flags.writeable
+        datas.append(empty)
+        outs.append(_NO_OUT)
+    k3(outs[0], outs[1], outs[2], datas[0], datas[1], datas[2], x, _F16,
+       _chunk(max(w.n_rows for w in ws)))
+
+
 def matmul(w, x, out):
     """x [T, n] -> out [T, rows] = x @ W^T (the prefill GEMM)."""
     k = _KERNELS.get(w.type) or kernels_for(w.type, w.name)
@@ -115,5 +146,5 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-__all__ = ["matvec", "matmul", "get_rows", "set_threads", "get_threads", "kernels_for",
+__all__ = ["matvec", "matvecs", "matmul", "get_rows", "set_threads", "get_threads", "kernels_for",
            "UnsupportedType"]

@@ -62,13 +62,14 @@ def passive_wait() -> None:
 
     GNU OpenMP (numba's `omp` threading layer here) reads OMP_WAIT_POLICY / GOMP_SPINCOUNT once, when
     libgomp is loaded at the first parallel launch, so this must run before that; a user's value wins.
-    Measured on the 2-core development machine (issue 9, SmolLM2 Q4_1, 2 threads): an empty parallel
-    launch costs 3 us spinning and 9 us passive when the machine is idle, but while other processes
-    compete for the cores the spinning worker takes the CPU from the thread with the real work and
-    decode fell to 2-13 tok/s against 28-57 passive (prefill 30-85 against 116-280); a spin count of
-    30000 collapsed the same way. The kernels make ~150 launches per decoded token (fused Q/K/V and
-    gate/up), so passive waiting costs at most ~1 ms a token when idle and saves a 5-10x collapse
-    under load: a chat runtime shares its machine, so passive is the default.
+    Measured on the 2-core development machine (issue 9, SmolLM2 Q4_1, 2 threads, decode / prefill
+    tok/s; every figure is the same code a few minutes apart):
+      nearly idle (load ~3):  ACTIVE 105-112 / 474   spin 200000 83-89 / 400   PASSIVE 54 / 330-370
+      busy (load 3.5-7):      ACTIVE 19-26 / 110-170  default spin 2.5-13 / 30-85   PASSIVE 27-57 / 116-290
+    Spinning wins up to 2x when the cores are ours alone and loses 2-10x as soon as anything else
+    runs (the spinning worker takes the CPU the thread with the real work needs); ACTIVE also burns
+    every core while a server sits idle. A chat runtime shares its machine: passive is the default.
+    For a benchmark on an idle machine, run with OMP_WAIT_POLICY=ACTIVE.
     """
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
