@@ -19,8 +19,9 @@ from .gemm import TILE, tile_gemm
 
 LANES = 32     # per-lane accumulator width (as the block kernels), 2 zmm / 4 ymm / 8 NEON registers
 
-# float32 value of every 16-bit pattern
-F16_TABLE = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+# float32 value of every 16-bit pattern (numpy on aarch64 warns on the NaN patterns' cast; harmless)
+with np.errstate(invalid="ignore"):
+    F16_TABLE = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 BF16_TABLE = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
 
 
