@@ -33,6 +33,7 @@ test-arm: setup models
 
 # build dist/smollm2-chat from SmolLM2 and launch it (a browser chat, and the terminal chat when run in one)
 demo: setup models
+	mkdir -p dist
 	$(VENV)/bin/chatfile build "$$($(PY) scripts/fetch_models.py smollm2 | cut -f2)" -o dist/smollm2-chat --force
 	./dist/smollm2-chat
 
