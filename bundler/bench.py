@@ -66,6 +66,14 @@ def print_table(r: dict, out=sys.stdout) -> None:
     print(f"  {'tg' + str(r['gen_tokens']):<8}{r['tg_tok_s']:>10.1f}{r['tg_tok_s_max']:>10.1f}", file=out)
 
 
+def report(r: dict, as_json: bool) -> None:
+    """Print one benchmark result: a JSON object (--json) or the table; shared with bench_llamacpp.py."""
+    if as_json:
+        print(json.dumps(r))
+    else:
+        print_table(r)
+
+
 def _round(session, prompt: list[int], n: int, start_token: int) -> tuple[float, float]:
     # one (pp seconds, tg seconds) round from an empty cache; with no prompt, decode from start_token
     session.truncate(0)
@@ -108,9 +116,5 @@ def run(args) -> int:
     start = bos if bos is not None else 0
     _round(session, prompt, n, start)                   # warm-up: compiles or loads the kernels
     rounds = [_round(session, prompt, n, start) for _ in range(args.reps)]
-    result = summarize("chatfile", args.model, threads, p, n, rounds, load_s)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    report(summarize("chatfile", args.model, threads, p, n, rounds, load_s), args.json)
     return 0

@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # keep numpy's BLAS off the cores llama.cpp uses
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -25,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bundler.bench import add_arguments, bench_prompt, print_table, summarize  # noqa: E402
+from bundler.bench import add_arguments, bench_prompt, report, summarize  # noqa: E402
 
 MISSING = 3
 
@@ -73,11 +72,7 @@ def main(argv=None) -> int:
 
     _round(llm, prompt, n, start)                     # warm-up
     rounds = [_round(llm, prompt, n, start) for _ in range(args.reps)]
-    result = summarize("llama.cpp", args.model, threads, p, n, rounds, load_s)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    report(summarize("llama.cpp", args.model, threads, p, n, rounds, load_s), args.json)
     return 0
 
 
