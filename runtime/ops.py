@@ -72,15 +72,16 @@ def round_activations(out, x, kind):
     # vec_dot_type is `kind` (quantize_row_q8_0 / q8_1 on x86: d = amax/127 stored as fp16,
     # q = round-half-even(x * 127/amax); quantize_row_q8_K_ref: iscale = -127/max, d = 1/iscale in
     # float32; GGML_FP32_TO_BF16 ties to even)
+    # (element loops rather than `out[:] = x`: a slice assignment drags numba's shape-mismatch error
+    # formatting into the compile, ~3 s of a first launch)
     T, n = x.shape
-    if kind == ACT_F32:
-        out[:] = x
-        return
     for t in range(T):
         row = out[t]
-        if kind == ACT_F16:
-            row[:] = x[t]
-            _f16_round(row)
+        if kind == ACT_F32 or kind == ACT_F16:
+            for i in range(n):
+                row[i] = x[t, i]
+            if kind == ACT_F16:
+                _f16_round(row)
         elif kind == ACT_BF16:
             src = x[t].view(np.uint32)
             dst = row.view(np.uint32)
@@ -108,7 +109,8 @@ def round_activations(out, x, kind):
                         amax = abs(x[t, i])
                         vmax = x[t, i]
                 if amax == 0:
-                    row[b0:b0 + 256] = 0
+                    for i in range(b0, b0 + 256):
+                        row[i] = 0
                     continue
                 iscale = np.float32(-127.0) / vmax
                 d = np.float32(1.0) / iscale
@@ -265,8 +267,9 @@ def store_kv(k_cache, v_cache, k, v, pos0):
         for h in range(n_kv):
             kr = k_cache[h, pos0 + t]
             vr = v_cache[h, pos0 + t]
-            kr[:] = k[t, h * hd:(h + 1) * hd]
-            vr[:] = v[t, h * hd:(h + 1) * hd]
+            for i in range(hd):
+                kr[i] = k[t, h * hd + i]
+                vr[i] = v[t, h * hd + i]
             _f16_round(kr)
             _f16_round(vr)
 
@@ -274,7 +277,9 @@ def store_kv(k_cache, v_cache, k, v, pos0):
 @njit(cache=True, fastmath=True, inline="always")
 def _softmax(x):
     # x [n] in place (the row of one query's scores)
-    m = x.max()
+    m = x[0]
+    for i in range(1, x.size):
+        m = max(m, x[i])
     s = 0.0                                       # ggml sums in double
     for i in range(x.size):
         e = np.float32(math.exp(x[i] - m))
@@ -296,43 +301,49 @@ def softmax_ref(x):
     return (e / e.sum()).astype(np.float32)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True, fastmath=True)
+def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale):
+    # one (query t, head h) of `attention`, in its own function: inlined into the prange body it
+    # took numba's parallel lowering 3 s to compile on a first launch
+    hd = k_cache.shape[2]
+    kv = h // (q.shape[1] // hd // k_cache.shape[0])
+    last = pos0 + t
+    first = max(0, last - window + 1) if window > 0 else 0
+    qh = np.empty(hd, np.float32)
+    for i in range(hd):
+        qh[i] = q[t, h * hd + i] * q_scale
+    _f16_round(qh)
+    scores = np.empty(last + 1 - first, np.float32)
+    for j in range(first, last + 1):
+        kr = k_cache[kv, j]
+        s = np.float32(0.0)
+        for i in range(hd):
+            s += qh[i] * kr[i]
+        scores[j - first] = s * kq_scale
+    _softmax(scores)
+    _f16_round(scores)
+    acc = np.empty(hd, np.float32)
+    for i in range(hd):
+        acc[i] = 0.0
+    for j in range(first, last + 1):
+        p = scores[j - first]
+        vr = v_cache[kv, j]
+        for i in range(hd):
+            acc[i] += p * vr[i]
+    for i in range(hd):
+        out[t, h * hd + i] = acc[i]
+
+
+@njit(parallel=True, cache=True)
 def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
     # q [T, n_heads * hd], k_cache/v_cache [n_kv, n_ctx, hd] -> out [T, n_heads * hd]
     # Causal: query t (position pos0 + t) sees keys 0..pos0+t, or only the last `window` of them
     # (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
     # h // (n_heads / n_kv). As llama.cpp without flash attention: q is scaled and rounded to fp16
     # for q.K (the cache is F16), the softmax of kq_scale * q.K is rounded to fp16 for P.V.
-    T = q.shape[0]
-    n_kv, _, hd = k_cache.shape
-    n_heads = q.shape[1] // hd
-    n_rep = n_heads // n_kv
-    for job in prange(T * n_heads):
-        t = job // n_heads
-        h = job % n_heads
-        kv = h // n_rep
-        last = pos0 + t
-        first = max(0, last - window + 1) if window > 0 else 0
-        qh = np.empty(hd, np.float32)
-        for i in range(hd):
-            qh[i] = q[t, h * hd + i] * q_scale
-        _f16_round(qh)
-        scores = np.empty(last + 1 - first, np.float32)
-        for j in range(first, last + 1):
-            kr = k_cache[kv, j]
-            s = np.float32(0.0)
-            for i in range(hd):
-                s += qh[i] * kr[i]
-            scores[j - first] = s * kq_scale
-        _softmax(scores)
-        _f16_round(scores)
-        acc = np.zeros(hd, np.float32)
-        for j in range(first, last + 1):
-            p = scores[j - first]
-            vr = v_cache[kv, j]
-            for i in range(hd):
-                acc[i] += p * vr[i]
-        out[t, h * hd:(h + 1) * hd] = acc
+    n_heads = q.shape[1] // k_cache.shape[2]
+    for job in prange(q.shape[0] * n_heads):
+        _attend(out, q, k_cache, v_cache, job // n_heads, job % n_heads, pos0, window, q_scale, kq_scale)
 
 
 def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale):

@@ -11,8 +11,8 @@ even when AVX-512 is there; asking for 512-bit ones gave +20-25% on the decode m
 so the same code is right on AVX2-only x86, on AMD Zen 4 (already 512-bit by default) and on aarch64.
 numba's cache key includes the CPU name and features, so a different machine compiles its own entry.
 
-Importing this module also makes numba's OpenMP threads wait passively between parallel loops
-(`passive_wait`), for the same reason of timing: environment read once, before the first launch,
+Importing this module also makes numba's OpenMP threads spin only briefly between parallel loops
+(`short_spin_wait`), for the same reason of timing: environment read once, before the first launch,
 and makes a kernel just compiled run the same code as one loaded from the cache (`same_code_cached`).
 """
 from __future__ import annotations
@@ -57,22 +57,25 @@ def configure() -> None:
     config.reload_config()
 
 
-def passive_wait() -> None:
-    """Make numba's OpenMP worker threads sleep, not spin, between parallel loops. Idempotent.
+def short_spin_wait() -> None:
+    """Make numba's OpenMP worker threads spin only briefly, then sleep, between parallel loops.
 
     GNU OpenMP (numba's `omp` threading layer here) reads OMP_WAIT_POLICY / GOMP_SPINCOUNT once, when
     libgomp is loaded at the first parallel launch, so this must run before that; a user's value wins.
-    Measured on the 2-core development machine (issue 9, SmolLM2 Q4_1, 2 threads, decode / prefill
-    tok/s; every figure is the same code a few minutes apart):
-      nearly idle (load ~3):  ACTIVE 105-112 / 474   spin 200000 83-89 / 400   PASSIVE 54 / 330-370
-      busy (load 3.5-7):      ACTIVE 19-26 / 110-170  default spin 2.5-13 / 30-85   PASSIVE 27-57 / 116-290
-    Spinning wins up to 2x when the cores are ours alone and loses 2-10x as soon as anything else
-    runs (the spinning worker takes the CPU the thread with the real work needs); ACTIVE also burns
-    every core while a server sits idle. A chat runtime shares its machine: passive is the default.
-    For a benchmark on an idle machine, run with OMP_WAIT_POLICY=ACTIVE.
+    A decode token is ~120 parallel launches a few microseconds apart: a worker that sleeps between
+    them pays a futex wake-up each time, one that spins forever takes the CPU from whoever has real
+    work as soon as the machine is shared (and burns every core while a server sits idle).
+    GOMP_SPINCOUNT=1000 (~20 us of `pause`) bridges the gaps inside a token and sleeps after it.
+    Measured on the 2-core development machine (issue 9, SmolLM2 Q4_1, 2 threads, `chatfile bench
+    -t 2 -r 3 -p 128 -n 64`, decode / prefill tok/s, each column a few minutes apart):
+      idle:                 PASSIVE 60-64 / 400-470   spin 100 68   spin 300 79   spin 1000 111-120 / 490-512
+                            spin 3000-10000 105-113   ACTIVE 107 / 449
+      one core kept busy:   PASSIVE 59 / 285   spin 100 53   spin 1000 43 / 273   spin 10000 25   ACTIVE 35 / 177
+    1000 doubles decode on an idle machine and loses a quarter of it on a shared one, where waiting
+    longer loses far more. For a benchmark that owns the machine, OMP_WAIT_POLICY=ACTIVE is no faster.
     """
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = "1000"
 
 
 def same_code_cached() -> None:
@@ -119,5 +122,5 @@ def compiled_features() -> str:
 
 
 configure()
-passive_wait()
+short_spin_wait()
 same_code_cached()
