@@ -128,6 +128,8 @@ def load_model(args, embedded):
     except (GGUFError, ModelError, TokenizerError) as e:
         raise UsageError(f"cannot load {path}: {e}") from None
     log(args, f"loaded {path} in {time.perf_counter() - t0:.2f} s: {model.config.n_ctx} context")
+    from . import warmup
+    warmup.first_launch(model, path, offset)          # a bundle's first run on this machine only
     return model
 
 
