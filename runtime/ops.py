@@ -384,17 +384,34 @@ def swiglu_ref(gate, up):
     return (g / (1.0 + np.exp(-g)) * up).astype(np.float32)
 
 
-@njit(cache=True, inline="always")
-def _gelu_tanh(x):
-    return 0.5 * x * (1.0 + math.tanh(SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)))
+def _gelu_f16_table():
+    # float32 [65536]: ggml_table_gelu_f16 (built by ggml_cpu_init), indexed by the fp16 bits of x.
+    # ggml_gelu_f32 computes 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))) in
+    # float32, and GCC (-march=native, FMA) contracts 1.0f + GELU_COEF_A*x*x into
+    # fma(GELU_COEF_A*x, x, 1.0f). Below x = -2, 1 + tanh(..) keeps few float32 digits, so a float64
+    # GELU rounds to another fp16 value on 269 of the 63488 finite inputs, a bias Gemma 3's large
+    # post-FFN norms amplify. This equals llama.cpp's table (libggml-cpu.so of llama-cpp-python
+    # 0.3.36) on every finite entry (scripts/trace_llamacpp.py).
+    x = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        ax = np.float32(GELU_COEF_A) * x
+        inner = (ax.astype(np.float64) * x + 1.0).astype(np.float32)   # the fma (exact in float64)
+        arg = (np.float32(SQRT_2_OVER_PI) * x) * inner
+        t = np.tanh(arg.astype(np.float64)).astype(np.float32)           # tanhf, correctly rounded
+        y = (np.float32(0.5) * x) * (np.float32(1.0) + t)
+    return y.astype(np.float16).astype(np.float32)
+
+
+GELU_F16_TABLE = _gelu_f16_table()
 
 
 @njit(cache=True)
-def geglu(out, gate, up):
-    # gate, up [T, n] -> out [T, n] = gelu_tanh(gate) * up, as ggml_vec_geglu_f32 with
-    # GGML_GELU_FP16: the input rounded to fp16, GELU looked up in an fp16 table, |x| >= 10 exact
+def geglu_table(out, gate, up, table):
+    # gate, up [T, n], table float32 [65536] -> out [T, n] = gelu(gate) * up, as ggml_vec_geglu_f32
+    # with GGML_GELU_FP16: x rounded to fp16 indexes ggml's GELU table; x <= -10 gives 0, x >= 10 x
     T, n = gate.shape
     one = np.empty(1, np.float32)
+    bits = one.view(np.uint32)
     for t in range(T):
         for i in range(n):
             g = gate[t, i]
@@ -405,14 +422,22 @@ def geglu(out, gate, up):
             else:
                 one[0] = g
                 _f16_round(one)
-                one[0] = _gelu_tanh(np.float32(one[0]))
-                _f16_round(one)
-                out[t, i] = one[0] * up[t, i]
+                b = bits[0]
+                sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+                mag = b & np.uint32(0x7FFFFFFF)
+                if mag < np.uint32(0x38800000):          # fp16 subnormal: |x| < 2**-14
+                    h = np.uint32(np.rint(abs(np.float64(one[0])) * F16_SUBNORMAL_STEP))
+                else:                                    # rebias the exponent 127 -> 15
+                    h = (mag >> np.uint32(13)) - np.uint32(0x1C000)
+                out[t, i] = table[sign | h] * up[t, i]
+
+
+def geglu(out, gate, up):
+    # gate, up [T, n] -> out [T, n] = gelu(gate) * up with ggml's table
+    geglu_table(out, gate, up, GELU_F16_TABLE)
 
 
 def geglu_ref(gate, up):
-    g = f16_round_ref(gate).astype(np.float64)
-    y = f16_round_ref((0.5 * g * (1.0 + np.tanh(SQRT_2_OVER_PI * g * (1.0 + GELU_COEF_A * g * g))))
-                      .astype(np.float32))
+    y = GELU_F16_TABLE[gate.astype(np.float16).view(np.uint16)]
     y = np.where(gate <= -10, np.float32(0), np.where(gate >= 10, gate, y))
     return (y * up).astype(np.float32)

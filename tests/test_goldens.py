@@ -66,12 +66,7 @@ def _check_model(model, entry, max_diff):
 
 
 # Known deviations from the acceptance rule, each measured and explained; strict, so a fix shows up.
-KNOWN_DEVIATIONS = {
-    ("gemma3", "long_prose"): (
-        "greedy step 1 picks 2514 where llama.cpp picks 107 at margin 0.415: our layers match llama.cpp's "
-        "to ~1e-7 until an 8-bit activation rounding tie goes the other way (float vs integer sums), "
-        "after which the logits carry ~0.3 of noise; issue 8 stays open on this"),
-}
+KNOWN_DEVIATIONS: dict[tuple[str, str], str] = {}
 
 
 def _real_cases():

@@ -150,6 +150,15 @@ def test_softmax_and_gates():
     np.testing.assert_allclose(out, exact * up, rtol=2e-3, atol=2e-3)
 
 
+def test_gelu_table_matches_ggml():
+    # entries of ggml_table_gelu_f16 read out of llama-cpp-python 0.3.36's libggml-cpu.so
+    # (scripts/trace_llamacpp.py gelu-table): fp16 bits of x -> fp16 bits of GELU(x). These are
+    # where a float64 GELU rounds to another fp16 value (float32 tanhf, fused multiply-add).
+    for x, y in [(0xbfff, 0xa9d3), (0xc007, 0xa9a9), (0xc264, 0x97c8), (0xc4e4, 0x8007)]:
+        got = np.float32(ops.GELU_F16_TABLE[x]).astype(np.float16).view(np.uint16)
+        assert int(got) == y, f"GELU({x:#06x}) = {int(got):#06x}, ggml has {y:#06x}"
+
+
 # ---- config ------------------------------------------------------------------------------------------
 
 def test_config_smollm2(smollm2_path):
