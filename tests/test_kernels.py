@@ -208,6 +208,22 @@ def test_thread_count_does_not_change_results():
         kernels.set_threads(before)
 
 
+@pytest.mark.parametrize("n_mats", [2, 3])
+def test_fused_matvecs_equal_single_matvecs(n_mats):
+    # matvecs (one launch for Q/K/V or gate/up) must give exactly matvec's sums: the model uses one
+    # for some products and the other elsewhere, and an 8-bit activation rounding downstream turns
+    # a last-bit difference into a different token.
+    ws = [random_tensor(GGMLType.Q4_1, rows, 320, seed=rows) for rows in (77, 300, 33)[:n_mats]]
+    x = np.random.default_rng(6).standard_normal(320).astype(np.float32)
+    fused = [np.full(w.n_rows, np.nan, np.float32) for w in ws]
+    kernels.matvecs(ws, x, fused)
+    for w, got in zip(ws, fused):
+        single = np.empty(w.n_rows, np.float32)
+        kernels.matvec(w, x, single)
+        np.testing.assert_array_equal(got, single)
+        assert_close(got, reference(w) @ x)
+
+
 def test_unsupported_type_is_named():
     w = random_tensor(GGMLType.Q8_0, 2, 32)
     w = Tensor("blk.0.ffn_up.weight", GGMLType.IQ4_NL, w.shape, w.n_rows, w.data, 0)
