@@ -165,18 +165,21 @@ def inspect(path: Path, as_json: bool = False) -> int:
 
 
 def verify(path: Path) -> int:
-    """Exit 0 when the payload's sha256 matches the footer, 1 when it does not."""
+    """Exit 0 when every byte matches its checksum, 1 when some do not (each damaged part named), 2 when
+    the footer or meta is damaged (read_info's one-line error)."""
     from runtime.bundle import read_info
-    from .pack import UserError, verify_payload
+    from .pack import UserError, damaged_parts
     if not path.is_file():
         return _fail(f"{path}: no such file")
     info = read_info(path)
     if not info.has_model:
         raise UserError(f"{path} is a stub: it holds no model to verify")
-    if verify_payload(info):
-        print(f"{path}: intact (sha256 {info.payload_sha256} of {info.payload_size} payload bytes)")
+    damaged = damaged_parts(info)
+    if not damaged:
+        unchecked = "" if info.stub_sha256 else "; its launcher has no checksum (built before they had one)"
+        print(f"{path}: intact (sha256 {info.payload_sha256} of {info.payload_size} payload bytes{unchecked})")
         return 0
-    print(f"{path}: DAMAGED: the embedded model does not match its sha256 {info.payload_sha256}")
+    print(f"{path}: DAMAGED: {'; '.join(damaged)}")
     return 1
 
 

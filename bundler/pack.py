@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.bundle import (FOOTER, FORMAT_VERSION, MAGIC, PAYLOAD_ALIGNMENT, BundleError, BundleInfo,
-                            read_info)
+from runtime.bundle import (FLAG_META_CHECK, FOOTER, FORMAT_VERSION, MAGIC, META_CHECK_KEY, PAYLOAD_ALIGNMENT,
+                            BundleError, BundleInfo, meta_checksum, read_info, sha256_of)
 
 CHUNK = 8 << 20                   # copy buffer: large enough that syscalls are noise
 PROGRESS_MIN_BYTES = 256 << 20    # models smaller than this copy in well under a second: no progress line
@@ -20,14 +20,18 @@ class UserError(Exception):
 
 
 def _tail(meta: dict, stub_size: int, payload_offset: int, payload_size: int, digest: bytes) -> bytes:
-    raw = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return raw + FOOTER.pack(MAGIC, FORMAT_VERSION, 0, len(raw), stub_size, payload_offset,
+    """Meta JSON ending in its own checksum (runtime/bundle.py: META_CHECK_KEY), then the footer."""
+    text = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8")[:-1]   # without "}"
+    check = meta_checksum(text, stub_size, payload_offset, payload_size, digest)
+    raw = text + META_CHECK_KEY + check.encode("ascii") + b'"}'
+    return raw + FOOTER.pack(MAGIC, FORMAT_VERSION, FLAG_META_CHECK, len(raw), stub_size, payload_offset,
                              payload_size, digest)
 
 
 def stub_tail(stub_size: int, *, platform: str, kind: str, build_id: str) -> bytes:
     """Meta and footer that turn `stub_size` launcher bytes into a stub (a bundle with no model)."""
-    meta = {"model_name": "", "args": [], "stub_platform": platform, "stub_kind": kind, "build_id": build_id}
+    meta = {"model_name": "", "args": [], "stub_platform": platform, "stub_kind": kind, "build_id": build_id,
+            "stub_sha256": ""}
     return _tail(meta, stub_size, 0, 0, bytes(32))
 
 
@@ -58,13 +62,14 @@ def pack(stub: Path, model: Path, out: Path, *, model_name: str, args: list[str]
     tmp, dst = _open_partial(out, force)
     try:
         with dst, open(stub, "rb") as src_stub, open(model, "rb") as src:
-            _copy(src_stub, dst, info.stub_size)
+            stub_digest = _copy(src_stub, dst, info.stub_size, hashlib.sha256())
             dst.write(bytes(payload_offset - info.stub_size))
             digest = _copy(src, dst, model_size, hashlib.sha256(), label=model.name, progress=progress)
             if dst.tell() != payload_offset + model_size:
                 raise UserError(f"{model} changed size while it was being copied")
             meta = {"model_name": model_name, "args": args, "stub_platform": info.stub_platform,
-                    "stub_kind": info.stub_kind, "build_id": info.build_id}
+                    "stub_kind": info.stub_kind, "build_id": info.build_id,
+                    "stub_sha256": stub_digest.hexdigest()}
             dst.write(_tail(meta, info.stub_size, payload_offset, model_size, digest.digest()))
         os.chmod(tmp, 0o755)
         os.replace(tmp, out)
@@ -102,14 +107,19 @@ def _copy(src, dst, n: int, hasher=None, *, label: str = "", progress=None):
 
 def verify_payload(info: BundleInfo) -> bool:
     """Re-hash the payload and compare with the footer's sha256."""
-    h = hashlib.sha256()
+    return sha256_of(info.path, info.payload_offset, info.payload_size) == info.payload_sha256
+
+
+def damaged_parts(info: BundleInfo) -> list[str]:
+    """What of a bundle does not match its checksums: every byte but the meta and footer, which
+    read_info has checked already. [] when the file is intact."""
+    damaged = []
+    if info.stub_sha256 and sha256_of(info.path, 0, info.stub_size) != info.stub_sha256:
+        damaged.append(f"the launcher and runtime (bytes 0-{info.stub_size}) do not match their sha256")
     with open(info.path, "rb") as f:
-        f.seek(info.payload_offset)
-        left = info.payload_size
-        while left:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                return False
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest() == info.payload_sha256
+        f.seek(info.stub_size)
+        if any(f.read(info.payload_offset - info.stub_size)):
+            damaged.append(f"the padding (bytes {info.stub_size}-{info.payload_offset}) is not all zeros")
+    if not verify_payload(info):
+        damaged.append(f"the embedded model does not match its sha256 {info.payload_sha256}")
+    return damaged

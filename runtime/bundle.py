@@ -13,9 +13,15 @@ A chatfile executable, and a stub (a bundle with no model), is one file:
 A stub has payload_offset = payload_size = 0 and an all-zero sha256. Nothing in the format depends on
 the platform, so a stub built on macOS or Windows is packed by `chatfile build --stub` on Linux.
 The writer is `bundler/pack.py`; bump FORMAT_VERSION there and here together when the layout changes.
+
+Damage (a flipped or missing byte anywhere) is found by: the payload's sha256 in the footer; the meta's
+own checksum (META_CHECK_KEY, over the meta text and the footer's offsets, checked by every read_info);
+the `stub_sha256` meta key (the launcher and runtime bytes, checked before the runtime is unpacked);
+zero padding. The launcher script checks its own text with `cksum` (stubs/launcher.sh).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -25,12 +31,13 @@ MAGIC = b"CHATFILE"
 FORMAT_VERSION = 1
 PAYLOAD_ALIGNMENT = 1 << 16          # 64 KiB, llamafile's zipalign default: page-aligned everywhere
 MAX_META_SIZE = 1 << 20              # a hostile footer must not make us read or parse more than this
+HASH_CHUNK = 8 << 20
 
 FOOTER = struct.Struct(
     "<"
     "8s"    # magic            MAGIC
     "H"     # version          FORMAT_VERSION
-    "H"     # flags            reserved, 0
+    "H"     # flags            FLAG_META_CHECK, or 0 (files written before the meta checksum)
     "I"     # meta_size        bytes of JSON meta directly before the footer
     "Q"     # stub_size        bytes of launcher stub at offset 0
     "Q"     # payload_offset   GGUF start, a multiple of PAYLOAD_ALIGNMENT (0 when there is no model)
@@ -38,8 +45,16 @@ FOOTER = struct.Struct(
     "32s"   # payload_sha256   raw digest of the payload bytes (zeros when there is no model)
 )
 # meta JSON keys: model_name str, args [str] (baked default flags, put before the user's),
-# stub_platform str (e.g. "linux-x86_64"), stub_kind str ("sh+tar.gz"), build_id str (hex)
-META_KEYS = ("model_name", "args", "stub_platform", "stub_kind", "build_id")
+# stub_platform str (e.g. "linux-x86_64"), stub_kind str ("sh+tar.gz"), build_id str (hex),
+# stub_sha256 str (hex sha256 of the stub_size launcher bytes; "" in a stub, whose writer cannot know it)
+META_KEYS = ("model_name", "args", "stub_platform", "stub_kind", "build_id", "stub_sha256")
+# The meta text ends with `,"meta_sha256":"<hex>"}`: the sha256 of the meta text before that key
+# followed by META_CHECKED (the footer fields that say where things are). Flag bit FLAG_META_CHECK says
+# it is there, and the two must agree, so a flipped byte can neither turn the check off (the flag and
+# the key would disagree) nor pass it. Files with neither come from before the check and are read as is.
+META_CHECK_KEY = b',"meta_sha256":"'
+META_CHECKED = struct.Struct("<QQQ32s")     # stub_size, payload_offset, payload_size, payload_sha256
+FLAG_META_CHECK = 1
 
 # First argument the launcher stub passes to the unpacked runtime: the path of the bundle it came from.
 LAUNCHER_ARG = "--chatfile-bundle="
@@ -64,6 +79,7 @@ class BundleInfo:
     stub_platform: str = ""
     stub_kind: str = ""
     build_id: str = ""
+    stub_sha256: str = ""            # hex; "" when unknown (a stub, or a bundle from before this key)
 
     @property
     def has_model(self) -> bool:
@@ -78,13 +94,16 @@ def read_info(path) -> BundleInfo:
         if file_size < FOOTER.size:
             raise BundleError(f"{path}: not a chatfile bundle (file too short for a footer)")
         f.seek(file_size - FOOTER.size)
-        (magic, version, _flags, meta_size, stub_size, payload_offset, payload_size,
+        (magic, version, flags, meta_size, stub_size, payload_offset, payload_size,
          digest) = FOOTER.unpack(f.read(FOOTER.size))
         if magic != MAGIC:
-            raise BundleError(f"{path}: not a chatfile bundle (no {MAGIC.decode()} footer at the end)")
+            raise BundleError(f"{path}: not a chatfile bundle, or a truncated one "
+                              f"(no {MAGIC.decode()} footer at the end)")
         if version != FORMAT_VERSION:
             raise BundleError(f"{path}: bundle format version {version} is not supported "
-                              f"(this runtime reads version {FORMAT_VERSION})")
+                              f"(this runtime reads version {FORMAT_VERSION}), or a damaged footer")
+        if flags & ~FLAG_META_CHECK:
+            raise BundleError(f"{path}: damaged bundle footer (flags {flags:#x})")
         meta_offset = file_size - FOOTER.size - meta_size
         if meta_size > MAX_META_SIZE or meta_offset < 0:
             raise BundleError(f"{path}: damaged bundle footer (meta size {meta_size})")
@@ -102,7 +121,16 @@ def read_info(path) -> BundleInfo:
         meta = json.loads(raw.decode("utf-8")) if raw else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path}: damaged bundle metadata ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("args", []), list) \
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path}: damaged bundle metadata (wrong types)")
+    check = meta.pop("meta_sha256", None)
+    damaged = BundleError(f"{path}: damaged bundle: its metadata or footer does not match its checksum")
+    if bool(flags & FLAG_META_CHECK) != (check is not None):
+        raise damaged
+    if check is not None and check != meta_checksum(raw[:raw.rfind(META_CHECK_KEY)], stub_size,
+                                                     payload_offset, payload_size, digest):
+        raise damaged
+    if not isinstance(meta.get("args", []), list) \
             or not all(isinstance(a, str) for a in meta.get("args", [])):
         raise BundleError(f"{path}: damaged bundle metadata (wrong types)")
     strings = {k: meta.get(k, "") for k in META_KEYS if k != "args"}
@@ -112,6 +140,25 @@ def read_info(path) -> BundleInfo:
                       payload_offset=payload_offset, payload_size=payload_size,
                       payload_sha256=digest.hex() if payload_size else "", meta_offset=meta_offset,
                       args=list(meta.get("args", [])), **strings)
+
+
+def meta_checksum(text: bytes, stub_size: int, payload_offset: int, payload_size: int, digest: bytes) -> str:
+    """The `meta_sha256` value: hex sha256 of the meta text before its META_CHECK_KEY + META_CHECKED."""
+    return hashlib.sha256(text + META_CHECKED.pack(stub_size, payload_offset, payload_size, digest)).hexdigest()
+
+
+def sha256_of(path, offset: int, size: int) -> str:
+    """Hex sha256 of `size` bytes of `path` from `offset`; "" when the file ends first."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while size:
+            chunk = f.read(min(HASH_CHUNK, size))
+            if not chunk:
+                return ""
+            h.update(chunk)
+            size -= len(chunk)
+    return h.hexdigest()
 
 
 def is_bundle(path) -> bool:

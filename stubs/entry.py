@@ -3,18 +3,38 @@
 argv[1] is `--chatfile-bundle=PATH` (runtime.bundle.LAUNCHER_ARG): the executable the user ran, whose
 footer says where the model is. Baked `--args` go before the user's flags, so the user's win.
 """
+import hashlib
 import os
 import sys
 
 UNPACK_ARG = "--chatfile-unpack"
+WARMUP_ARG = "--chatfile-warmup"           # runtime.warmup.WORKER_ARG (not imported here: keep start-up light)
+DAMAGED = 3        # exit code for stubs/launcher.sh: the file is damaged, another cache directory will not help
 
 
 def unpack_rest(exe: str, offset: int, size: int) -> int:
     """Second half of the first-run unpacking (stubs/launcher.sh already unpacked the tar.gz part):
-    stream the tar.zst part of the stub from `exe` into this runtime's directory."""
+    check the launcher and runtime bytes against the bundle's stub_sha256, then stream the tar.zst part
+    of the stub from `exe` into this runtime's directory. zstd frames carry no checksum here, so without
+    the sha256 a flipped byte could unpack into a broken library that crashes later."""
     import tarfile
     import zstandard
+    from runtime import bundle
 
+    try:
+        info = bundle.read_info(exe)
+        if offset + size != info.stub_size:
+            raise bundle.BundleError(f"{exe}: damaged file: its launcher puts the runtime at bytes "
+                                     f"{offset}-{offset + size} but the footer says {info.stub_size}")
+        if info.stub_sha256 and bundle.sha256_of(exe, 0, info.stub_size) != info.stub_sha256:
+            raise bundle.BundleError(f"{exe}: damaged file: its launcher and runtime do not match their "
+                                     "sha256 (download or build it again)")
+    except bundle.BundleError as e:
+        print(f"chatfile: {e}", file=sys.stderr)
+        return DAMAGED
+    except OSError as e:
+        print(f"chatfile: cannot read {exe}: {e.strerror}", file=sys.stderr)
+        return 2
     try:
         with open(exe, "rb") as f:
             f.seek(offset)
@@ -22,11 +42,36 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 # "data": nothing may land outside the directory, no device files, no setuid bits
                 tar.extractall(os.path.dirname(os.path.abspath(sys.executable)), filter="data")
-    except (OSError, zstandard.ZstdError, tarfile.TarError) as e:
-        print(f"chatfile: cannot unpack the runtime from {exe} (damaged or truncated file?): {e}",
+    except (zstandard.ZstdError, tarfile.TarError) as e:
+        print(f"chatfile: cannot unpack the runtime from {exe} (damaged or truncated file): {e}",
               file=sys.stderr)
+        return DAMAGED
+    except OSError as e:
+        print(f"chatfile: cannot unpack the runtime from {exe}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def payload_checked(here: str, info) -> bool:
+    """True when the embedded model matches the footer's sha256. Hashed on the first launch of each
+    file (0.3 s per 100 MB) and remembered in the private runtime directory under the file's identity:
+    changing the file changes its size, mtime or ctime, so it is hashed again."""
+    from runtime import bundle
+
+    st = os.stat(info.path)
+    key = f"{os.path.realpath(info.path)}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0" \
+          f"{st.st_ctime_ns}\0{info.payload_sha256}"
+    stamp = os.path.join(here, "checked", hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest())
+    if os.path.exists(stamp):
+        return True
+    if bundle.sha256_of(info.path, info.payload_offset, info.payload_size) != info.payload_sha256:
+        return False
+    try:
+        os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
+        open(stamp, "a").close()
+    except OSError:
+        pass            # a read-only cache: hash again next time
+    return True
 
 
 class _Limited:
@@ -52,6 +97,9 @@ def main() -> int:
         build_id = f.read().strip()
     # the cache sits in the unpacked runtime's directory, which the launcher checked is private
     numba_cache.install(os.path.join(here, "numba-cache"), build_id)
+    if argv[:1] == [WARMUP_ARG]:            # runtime/warmup.py's worker: PATH OFFSET
+        from runtime import warmup
+        return warmup.worker_main(argv[1], int(argv[2]))
     numba_cache.announce_first_compile(
         "chatfile: first run on this machine: compiling the kernels (once; a few seconds) ...")
 
@@ -59,6 +107,9 @@ def main() -> int:
     if exe is not None:
         try:
             info = bundle.read_info(exe)
+            if info.has_model and not payload_checked(here, info):
+                raise bundle.BundleError(f"{exe}: damaged file: the embedded model does not match its sha256 "
+                                         "(download or build it again)")
         except (OSError, bundle.BundleError) as e:
             print(f"chatfile: {e}", file=sys.stderr)
             return 2

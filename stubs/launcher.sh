@@ -1,24 +1,37 @@
 #!/bin/sh
-# chatfile launcher stub (POSIX sh: Linux, macOS, BSD). File layout: runtime/bundle.py.
-# This script is followed by the PyInstaller onedir runtime in two parts: a small tar.gz (the frozen
-# Python, enough to decompress zstd) and a tar.zst of the rest (numpy, numba, llvmlite); then the model,
-# then a footer. On the first run of a build the runtime is unpacked once into the user's cache
-# directory; every later run just checks the directory and execs the cached runtime, which
-# memory-maps the model straight from this file.
+[ -n "$PATH" ] || PATH=/usr/bin:/bin; [ -r "$0" ] && command -v cksum >/dev/null && [ "$(head -n 120 "$0" | tail -n +9 | cksum)" != "4229974054 5356" ] && { echo "chatfile: $0: damaged file: its launcher script does not match its checksum (download or build it again)" >&2; exit 2; }
 BUILD_ID=@BUILD_ID@
 ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 ARCHIVE_SIZE=@ARCHIVE_SIZE@
 PART2_OFFSET=@PART2_OFFSET@
 PART2_SIZE=@PART2_SIZE@
 UNPACKED_MB=@UNPACKED_MB@
+# chatfile launcher stub (POSIX sh: Linux, macOS, BSD). File layout: runtime/bundle.py.
+# This script is followed by the PyInstaller onedir runtime in two parts: a small tar.gz (the frozen
+# Python, enough to decompress zstd) and a tar.zst of the rest (numpy, numba, llvmlite); then the model,
+# then a footer. On the first run of a build the runtime is unpacked once into the user's cache
+# directory; every later run just checks the directory and execs the cached runtime, which
+# memory-maps the model straight from this file.
+#
+# Damage (SECURITY.md): sh runs a script command by command, so line 2 runs before anything below is
+# even parsed. It compares `cksum` (POSIX CRC-32) of lines 9 to the last (this text, the same in every
+# build) with the value written there: a flipped byte in them stops here with one line, not some shell
+# error. tests/test_bundle_damage.py recomputes the value: after editing this file, put in the one it
+# prints. The numbers above are checked against each other below; the runtime archives are checked
+# before they are unpacked (gzip's CRC for part 1; the bundle's stub_sha256 for everything, by the
+# runtime, before part 2); the model is hashed by the runtime on a file's first launch.
 RT=chatfile-rt
 
-[ -n "$PATH" ] || PATH=/usr/bin:/bin     # env -i: tail, head, tar, mkdir, ls, id
 die() { echo "chatfile: $*" >&2; exit 2; }
 
 self=$0
 case $self in /*) ;; *) self=$PWD/$self ;; esac
 [ -r "$self" ] || die "cannot read the executable $self"
+case $BUILD_ID:$ARCHIVE_OFFSET:$ARCHIVE_SIZE:$PART2_OFFSET:$PART2_SIZE in
+    *[!0-9a-f:]*|*::*|:*|*:) die "$self: damaged file: its launcher's numbers are garbled (download or build it again)" ;;
+esac
+[ $((ARCHIVE_OFFSET + ARCHIVE_SIZE)) = "$PART2_OFFSET" ] ||
+    die "$self: damaged file: its launcher's numbers do not add up (download or build it again)"
 
 # A cache root must be a real directory owned by us with no group/other permissions, so no other
 # local user can plant code that we would execute (SECURITY.md). We create it 0700 and re-check it on
@@ -35,28 +48,42 @@ private_dir() {
     esac
 }
 
+part1() { tail -c +$((ARCHIVE_OFFSET + 1)) "$self" | head -c "$ARCHIVE_SIZE"; }
+
 # The unpacked runtime is "$root/rt-$BUILD_ID", a symlink created only after a complete extraction:
 # a killed extraction leaves just an unlinked temporary directory, redone on the next run, and of two
 # copies racing, the first symlink wins and the other removes its own copy.
 unpack() {
-    root=$1
-    tmp=$(mktemp -d "$root/rt-$BUILD_ID.XXXXXX") || return 1
-    echo "chatfile: first run of this build: unpacking the runtime (${UNPACKED_MB} MB) into $root ..." >&2
-    if ! tail -c +$((ARCHIVE_OFFSET + 1)) "$self" | head -c "$ARCHIVE_SIZE" | tar -xzof - -C "$tmp" ||
-       ! "$tmp/$RT" --chatfile-unpack "$self" "$PART2_OFFSET" "$PART2_SIZE"; then
+    dest=$1
+    tmp=$(mktemp -d "$dest/rt-$BUILD_ID.XXXXXX") || return 1
+    echo "chatfile: first run of this build: unpacking the runtime (${UNPACKED_MB} MB) into $dest ..." >&2
+    if ! part1 | tar -xzof - -C "$tmp" 2>/dev/null; then
         rm -rf "$tmp"
+        # a damaged or truncated file, or a full or read-only disk: gzip's CRC tells which
+        if command -v gzip >/dev/null && ! part1 | gzip -t 2>/dev/null; then
+            echo "chatfile: $self: damaged or truncated file: its runtime archive fails its checksum" \
+                 "(download or build it again)" >&2
+            return 3
+        fi
         return 1
     fi
-    if ! ln -sn "${tmp##*/}" "$root/rt-$BUILD_ID" 2>/dev/null; then
-        if [ -x "$root/rt-$BUILD_ID/$RT" ]; then
+    "$tmp/$RT" --chatfile-unpack "$self" "$PART2_OFFSET" "$PART2_SIZE"
+    rc=$?                               # 3: damaged (stubs/entry.py has said so), else disk trouble
+    if [ $rc != 0 ]; then
+        rm -rf "$tmp"
+        [ $rc = 3 ] && return 3
+        return 1
+    fi
+    if ! ln -sn "${tmp##*/}" "$dest/rt-$BUILD_ID" 2>/dev/null; then
+        if [ -x "$dest/rt-$BUILD_ID/$RT" ]; then
             rm -rf "$tmp"                               # another copy finished first: use its runtime
         else
-            rm -f "$root/rt-$BUILD_ID"                  # a dangling link (its directory was cleaned)
-            ln -sn "${tmp##*/}" "$root/rt-$BUILD_ID" || { rm -rf "$tmp"; return 1; }
+            rm -f "$dest/rt-$BUILD_ID"                  # a dangling link (its directory was cleaned)
+            ln -sn "${tmp##*/}" "$dest/rt-$BUILD_ID" || { rm -rf "$tmp"; return 1; }
         fi
     fi
     # leftovers of killed extractions of this build, older than an hour
-    find "$root" -maxdepth 1 -name "rt-$BUILD_ID.??????" -type d -mmin +60 -exec rm -rf {} + 2>/dev/null
+    find "$dest" -maxdepth 1 -name "rt-$BUILD_ID.??????" -type d -mmin +60 -exec rm -rf {} + 2>/dev/null
     echo "chatfile: runtime ready" >&2
 }
 
@@ -75,12 +102,18 @@ else
     fallback=${TMPDIR:-/tmp}/chatfile-$(id -u)
     if warm "$fallback"; then
         root=$fallback
-    elif [ -n "$primary" ] && private_dir "$primary" && unpack "$primary"; then
-        root=$primary
-    elif private_dir "$fallback" && unpack "$fallback"; then
-        root=$fallback
     else
-        die "could not unpack the runtime into ${primary:+$primary or }$fallback (disk full or read-only?)"
+        root=
+        for dir in "$primary" "$fallback"; do
+            [ -n "$dir" ] && private_dir "$dir" || continue
+            unpack "$dir"
+            case $? in
+                0) root=$dir; break ;;
+                3) exit 2 ;;                # a damaged file: another directory will not help
+            esac
+        done
+        [ -n "$root" ] ||
+            die "could not unpack the runtime into ${primary:+$primary or }$fallback (disk full or read-only?)"
     fi
 fi
 exec "$root/rt-$BUILD_ID/$RT" "--chatfile-bundle=$self" "$@"

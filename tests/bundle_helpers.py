@@ -5,9 +5,13 @@ tensor so the file is about MB megabytes: the same model, a bigger payload (the 
 "1 GB within 10% of 100 MB").
 `python tests/bundle_helpers.py launch EXE [N]` prints the median wall time of N runs of
 `EXE -p Hi -n 1` (launch to first token, warm caches).
+`build_bundle` and `run_clean` make and run a real executable (tests/test_bundle_damage.py);
+`launcher_fields` reads the numbers bundler/stub.py wrote into its launcher script.
 """
 from __future__ import annotations
 
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -15,6 +19,32 @@ import time
 from pathlib import Path
 
 PAD_TENSOR = "chatfile_test.padding"
+ROOT = Path(__file__).resolve().parent.parent
+CLEAN_PATH = "/usr/bin:/bin"
+
+
+def build_bundle(model: Path, out: Path, *args: str) -> Path:
+    """`chatfile build MODEL -o OUT`: a real executable, its stub from the user's stub cache (built
+    there first, a few minutes, when the runtime sources changed since the last build)."""
+    r = subprocess.run([sys.executable, "-m", "bundler.cli", "build", str(model), "-o", str(out), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def run_clean(exe, *args, home, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`exe ARGS` under `env -i` with only PATH (no virtualenv) and HOME, from /; bytes out."""
+    return subprocess.run(["env", "-i", f"PATH={CLEAN_PATH}", f"HOME={home}", str(exe), *map(str, args)],
+                          cwd="/", capture_output=True, timeout=timeout)
+
+
+def launcher_fields(exe: Path) -> dict[str, int]:
+    """ARCHIVE_OFFSET, ARCHIVE_SIZE, PART2_OFFSET, PART2_SIZE as written into a stub's launcher script."""
+    with open(exe, "rb") as f:
+        head = f.read(1 << 16)
+    found = re.findall(rb"^(ARCHIVE_OFFSET|ARCHIVE_SIZE|PART2_OFFSET|PART2_SIZE)=(\d+)$", head, re.M)
+    return {name.decode(): int(value) for name, value in found}
 
 
 def padded_gguf(src: Path, dst: Path, total_mb: int) -> Path:

@@ -237,6 +237,7 @@ def server_log(caplog) -> list[str]:
 def test_disconnect_stops_generation_at_once(live_server, caplog):
     caplog.set_level(logging.INFO, logger="chatfile.server")
     wait_idle(live_server, timeout=60)
+    caplog.clear()          # only this request's log: an earlier test's job may have ended during the wait
     # greedy SmolLM2 keeps counting for a long time after this prompt
     with httpx.stream("POST", live_server.url + "/v1/completions", timeout=300, json={
             "prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 2000, "stream": True, **FRESH}) as r:
@@ -263,6 +264,7 @@ def test_disconnect_stops_generation_at_once(live_server, caplog):
 def test_non_streaming_disconnect_stops_generation(live_server, caplog):
     caplog.set_level(logging.INFO, logger="chatfile.server")
     wait_idle(live_server, timeout=60)
+    caplog.clear()
     body = json.dumps({"prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 2000, **FRESH}).encode()
     host, port = live_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=60) as s:
