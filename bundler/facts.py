@@ -40,6 +40,7 @@ def bundle_facts(info: BundleInfo) -> dict:
         "stub_size": info.stub_size,
         "stub_platform": info.stub_platform,
         "stub_kind": info.stub_kind,
+        "stub_sha256": info.stub_sha256 or None,        # None: written before bundles carried it
         "build_id": info.build_id,
         "bundle_model_name": info.model_name,
         "args": info.args,

@@ -12,6 +12,7 @@ carries.
 """
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import importlib.metadata
@@ -36,6 +37,9 @@ ZSTD_LEVEL = 19
 # bootloader with its embedded modules, libpython, the stdlib's extension modules and `zstandard`,
 # enough for the frozen Python to unpack part 2. zstd -19 packs llvmlite's code ~25% smaller than gzip.
 PART2_DIRS = ("llvmlite", "numpy", "numpy.libs", "numba")
+RT_NAME = "chatfile-rt"             # the onedir and its bootloader (stubs/chatfile.spec, launcher.sh)
+# ELF e_machine -> Linux's `uname -m` spelling, to read a onedir's platform off its bootloader
+ELF_MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
 # Distributions frozen into the runtime: a new version of any of them is a new build id.
 FROZEN_DISTS = ("numpy", "numba", "llvmlite", "jinja2", "markupsafe", "starlette", "uvicorn", "anyio",
                 "h11", "click", "zstandard", "pyinstaller", "pyinstaller-hooks-contrib")
@@ -89,30 +93,43 @@ def get_stub(progress=sys.stderr, stub_dir: Path | None = None) -> Path:
 
 def build_stub(out: Path, bid: str, progress=sys.stderr) -> None:
     """Run PyInstaller on stubs/chatfile.spec and pack the onedir behind the launcher script into OUT."""
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="chatfile-stub-") as tmp:
+        onedir = build_onedir(Path(tmp), bid)
+        print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compressing (zstd -{ZSTD_LEVEL}, "
+              f"about a minute) ...", file=progress, flush=True)
+        pack_onedir(onedir, out, bid)
+    print(f"chatfile: stub ready in {time.monotonic() - t0:.0f} s: {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)", file=progress, flush=True)
+
+
+def build_onedir(workdir: Path, bid: str) -> Path:
+    """PyInstaller on stubs/chatfile.spec for this interpreter's platform: WORKDIR/dist/chatfile-rt, with
+    its BUILD_ID file. Packing it is a separate step (pack_onedir) because it is platform-neutral: an
+    aarch64 onedir built under emulation is packed by the host's Python (scripts/build_arm_stub.sh)."""
     try:
         import PyInstaller  # noqa: F401
         import zstandard  # noqa: F401
     except ImportError:
         raise pack.UserError("building a stub needs PyInstaller and zstandard: pip install 'chatfile[build]' "
                              "(or pass --stub with a stub built elsewhere)") from None
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="chatfile-stub-") as tmp:
-        tmp = Path(tmp)
-        cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-               "--distpath", str(tmp / "dist"), "--workpath", str(tmp / "work"), str(STUBS / "chatfile.spec")]
-        r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if r.returncode != 0:
-            tail = "\n".join(r.stderr.strip().splitlines()[-15:])
-            raise pack.UserError(f"PyInstaller failed building the stub:\n{tail}")
-        print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compressing (zstd -{ZSTD_LEVEL}, "
-              f"about a minute) ...", file=progress, flush=True)
-        pack_onedir(tmp / "dist" / "chatfile-rt", out, bid)
-    print(f"chatfile: stub ready in {time.monotonic() - t0:.0f} s: {out} "
-          f"({out.stat().st_size / 1e6:.1f} MB)", file=progress, flush=True)
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+           "--distpath", str(workdir / "dist"), "--workpath", str(workdir / "work"), str(STUBS / "chatfile.spec")]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = "\n".join(r.stderr.strip().splitlines()[-15:])
+        raise pack.UserError(f"PyInstaller failed building the stub:\n{tail}")
+    onedir = workdir / "dist" / RT_NAME
+    (onedir / "BUILD_ID").write_text(bid + "\n", encoding="ascii")
+    return onedir
 
 
-def pack_onedir(onedir: Path, out: Path, bid: str) -> None:
-    """Stub file OUT = launcher script + part 1 (tar.gz) + part 2 (tar.zst) of `onedir` + stub footer."""
+def pack_onedir(onedir: Path, out: Path, bid: str, target_platform: str | None = None) -> None:
+    """Stub file OUT = launcher script + part 1 (tar.gz) + part 2 (tar.zst) of `onedir` + stub footer.
+
+    `target_platform` is what the onedir's native code runs on (default: this machine's); only the
+    footer records it, so a foreign onedir (built under emulation or on another machine) packs the
+    same way, with this machine's compressor."""
     (onedir / "BUILD_ID").write_text(bid + "\n", encoding="ascii")
     files = sorted(p for p in onedir.rglob("*") if not p.is_dir())
     unpacked = sum(p.stat().st_size for p in files if not p.is_symlink())
@@ -129,7 +146,8 @@ def pack_onedir(onedir: Path, out: Path, bid: str) -> None:
             for part in (gz, zst):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, f, 8 << 20)
-            f.write(pack.stub_tail(f.tell(), platform=stub_platform(), kind=STUB_KIND, build_id=bid))
+            f.write(pack.stub_tail(f.tell(), platform=target_platform or stub_platform(), kind=STUB_KIND,
+                                    build_id=bid))
     os.chmod(partial, 0o755)
     os.replace(partial, out)
 
@@ -178,3 +196,71 @@ def _launcher_header(bid: str, gz_size: int, zst_size: int, unpacked: int) -> by
         if need == offset:
             return raw + b"\n" * (offset - len(raw))
         offset = need
+
+
+def onedir_platform(onedir: Path) -> str | None:
+    """linux-MACHINE from the ELF header of the onedir's bootloader; None if it is not an ELF file."""
+    with open(onedir / RT_NAME, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")   # e_machine, EI_DATA
+    return f"linux-{ELF_MACHINES.get(machine, f'elf{machine}')}"
+
+
+def pack_built_onedir(onedir: Path, out: Path, target_platform: str | None = None) -> Path:
+    """Pack a onedir made by build_onedir, possibly on or for another platform, into a stub.
+
+    The build id is the onedir's BUILD_ID (computed where it was built); the platform is read from
+    the bootloader's ELF header, and an explicit one must agree with it. OUT may be a directory, for
+    the usual name chatfile-stub-PLATFORM-BUILDID. Returns the stub's path."""
+    try:
+        bid = (onedir / "BUILD_ID").read_text(encoding="ascii").strip()
+        found = onedir_platform(onedir)
+    except (OSError, UnicodeDecodeError) as e:
+        raise pack.UserError(f"{onedir} is not a runtime onedir from `build-onedir` "
+                             f"({getattr(e, 'strerror', None) or e})") from None
+    if not bid.isalnum():
+        raise pack.UserError(f"{onedir / 'BUILD_ID'} does not hold a build id")
+    if target_platform and found and target_platform != found:
+        raise pack.UserError(f"{onedir / RT_NAME} is built for {found}, not {target_platform}")
+    target_platform = target_platform or found
+    if not target_platform:
+        raise pack.UserError(f"cannot tell what {onedir / RT_NAME} runs on (not an ELF file): pass --platform")
+    if out.is_dir():
+        out = out / f"chatfile-stub-{target_platform}-{bid}"
+    if not out.parent.is_dir():                  # before minutes of compression
+        raise pack.UserError(f"{out.parent} is not a directory")
+    pack_onedir(onedir, out, bid, target_platform)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The two halves of a stub build as commands, so they can run on different machines (or one of
+    them under emulation): scripts/build_arm_stub.sh builds the aarch64 onedir in an emulated Python
+    and packs it with the host's."""
+    ap = argparse.ArgumentParser(prog="python -m bundler.stub", description=main.__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build-onedir", help="PyInstaller only: WORKDIR/dist/chatfile-rt for this Python's platform")
+    b.add_argument("workdir", type=Path)
+    p = sub.add_parser("pack-onedir", help="pack a runtime onedir (any platform) into a stub file")
+    p.add_argument("onedir", type=Path)
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="the stub file, or a directory for chatfile-stub-PLATFORM-BUILDID")
+    p.add_argument("--platform", help="what the onedir runs on, e.g. linux-aarch64 "
+                                      "(default: read from its bootloader's ELF header)")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "build-onedir":
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            print(build_onedir(args.workdir.resolve(), build_id()))
+        else:
+            print(pack_built_onedir(args.onedir, args.out, args.platform))
+    except (pack.UserError, OSError) as e:
+        print(f"chatfile: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,8 +40,11 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
             f.seek(offset)
             reader = zstandard.ZstdDecompressor().stream_reader(_Limited(f, size))
             with tarfile.open(fileobj=reader, mode="r|") as tar:
-                # "data": nothing may land outside the directory, no device files, no setuid bits
-                tar.extractall(os.path.dirname(os.path.abspath(sys.executable)), filter="data")
+                # "data": nothing may land outside the directory, no device files, no setuid bits.
+                # Pythons before 3.11.4 (Debian bookworm's 3.11.2, which an aarch64 stub may be built
+                # with) have no filters; the archive's bytes were checked against stub_sha256 above.
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(os.path.dirname(os.path.abspath(sys.executable)), **safe)
     except (zstandard.ZstdError, tarfile.TarError) as e:
         print(f"chatfile: cannot unpack the runtime from {exe} (damaged or truncated file): {e}",
               file=sys.stderr)
