@@ -341,9 +341,15 @@ def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
     # (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
     # h // (n_heads / n_kv). As llama.cpp without flash attention: q is scaled and rounded to fp16
     # for q.K (the cache is F16), the softmax of kq_scale * q.K is rounded to fp16 for P.V.
+    # Jobs take rows from both ends in turn (t = 0, T-1, 1, T-2, ...): numba's prange hands each
+    # thread one contiguous range of jobs, and a causal row's work grows with t, so in plain order
+    # the last thread got three quarters of a prefill's attention.
+    T = q.shape[0]
     n_heads = q.shape[1] // k_cache.shape[2]
-    for job in prange(q.shape[0] * n_heads):
-        _attend(out, q, k_cache, v_cache, job // n_heads, job % n_heads, pos0, window, q_scale, kq_scale)
+    for job in prange(T * n_heads):
+        i = job // n_heads
+        t = i // 2 if i % 2 == 0 else T - 1 - i // 2
+        _attend(out, q, k_cache, v_cache, t, job % n_heads, pos0, window, q_scale, kq_scale)
 
 
 def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
