@@ -88,7 +88,29 @@ def get_stub(progress=sys.stderr, stub_dir: Path | None = None) -> Path:
           f"about 1-2 minutes); it is cached in {stub_dir}", file=progress, flush=True)
     stub_dir.mkdir(parents=True, exist_ok=True)
     build_stub(path, bid, progress=progress)
+    prune_stubs(stub_dir, keep=path)
     return path
+
+
+KEEP_STUBS = 3      # this platform's newest stubs kept in the cache (each ~70 MB, rebuilt on demand)
+
+
+def prune_stubs(stub_dir: Path, keep: Path, n: int = KEEP_STUBS) -> list[Path]:
+    """Delete this platform's cached stubs beyond the `n` newest (`keep` always stays): every change
+    to the runtime sources or dependency versions makes a new build id, and old stubs are only ever
+    rebuilt, never lost. Other platforms' stubs (given with --stub) are not touched. Returns the
+    files deleted."""
+    mine = sorted((p for p in stub_dir.glob(f"chatfile-stub-{stub_platform()}-*")
+                   if p.is_file() and p != keep),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = []
+    for p in mine[max(0, n - 1):]:
+        try:
+            p.unlink()
+            gone.append(p)
+        except OSError:
+            pass
+    return gone
 
 
 def build_stub(out: Path, bid: str, progress=sys.stderr) -> None:

@@ -95,3 +95,21 @@ def test_platform_must_match_the_bootloader(tmp_path):
 
     r = chatfile("pack-onedir", tmp_path, "-o", tmp_path / "stub", module="bundler.stub")   # not a onedir
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_old_stubs_of_this_platform_are_pruned(tmp_path):
+    from bundler import stub
+    plat = stub.stub_platform()
+    files = []
+    for i in range(6):                                   # oldest first
+        p = tmp_path / f"chatfile-stub-{plat}-{i:024x}"
+        p.write_bytes(b"x")
+        os.utime(p, (1_000_000 + i, 1_000_000 + i))
+        files.append(p)
+    foreign = tmp_path / "chatfile-stub-linux-aarch64-0123"
+    foreign.write_bytes(b"y")
+    os.utime(foreign, (1, 1))
+    current = files[0]                                   # the stub just built may have any mtime
+    gone = stub.prune_stubs(tmp_path, keep=current, n=3)
+    assert sorted(gone) == sorted(files[1:4])           # the two newest others stay, with `keep`
+    assert sorted(tmp_path.iterdir()) == sorted([current, files[4], files[5], foreign])
