@@ -13,20 +13,18 @@ Per type, with `data` the raw blocks uint8 [rows, row_nbytes] and x float32:
     matmul_*(out, data, x, f16)          x [T, n] -> out [T, rows]
     get_rows_*(out, data, ids, f16)      ids [T] -> out [T, n]
 
-matvec is the decode hot path (shared/research/kernels.md): prange over chunks of rows; in each row a
-per-lane accumulator `acc` (slot j collects position j of every block) is summed once at the end, so the
-inner loop is zero-extend, int-to-float, FMA over whole vector registers. Summing each block to a scalar
-instead was 4-5x slower. `np.int32(...)` keeps nibble arithmetic in 32-bit lanes (numba types it int64).
-
-Q4_1, Q5_0 and Q8_0 (SmolLM2's layers, Gemma 3's attention/FFN inputs, both models' heads) go further:
-their row dot product is LLVM vector code (`_block_dot`, built with numba's @intrinsic). In the numba
-form LLVM cannot prove `acc` does not alias x (both float32 arrays), so it stored acc back every block;
-it also multiplied every weight by its scale and read each fp16 scale through the 256 KiB table. The
+matvec is the decode hot path (shared/research/kernels.md): prange over chunks of rows, and per row
+a dot product written as LLVM vector code (`_block_dot`, built with numba's @intrinsic). In plain numba
+(a per-lane accumulator array `acc`, slot j collecting position j of every block, summed at the end)
+LLVM cannot prove `acc` does not alias x (both float32 arrays), so it stored acc back every block; it
+also multiplied every weight by its scale and read each fp16 scale through the 256 KiB table. The
 vector form keeps the accumulator in one zmm register, multiplies by the scale once per block, takes
-Q4_1's m out of the loop (m * sum of the x block, as llama.cpp's Q4_1 x Q8_1 dot does) and converts
-scales with vcvtph2ps. One Zen 4 thread, CPU clock, all tensors of the type (issue 9, GB/s of raw
-blocks): SmolLM2 Q4_1 6.3 -> 8.2-8.8, Gemma 3 Q5_0 4.4-5.1 -> 8.3, Q8_0 heads 12-14 -> 14.8-15.2 (the
-thread reads ~22 GB/s from memory). matvec and matvec3 call the same row function: identical sums.
+Q4_1's and Q5_1's m out of the loop (m * sum of the x block, as llama.cpp's Q4_1 x Q8_1 dot does) and
+converts scales with vcvtph2ps. One Zen 4 thread, CPU clock, all tensors of the type (issue 9, GB/s
+of raw blocks): SmolLM2 Q4_1 6.3 -> 8.2-8.8, Gemma 3 Q5_0 4.4-5.1 -> 8.3, Q8_0 heads 12-14 ->
+14.8-15.2 (the thread reads ~22 GB/s from memory). matvec and matvec3 call the same row function:
+identical sums. The dequantizing loops (prefill tiles, get_rows) stay plain numba; `np.int32(...)`
+keeps their nibble arithmetic in 32-bit lanes (numba types it int64).
 These matvecs convert fp16 themselves and ignore `f16` (kept: one signature for every type).
 """
 from __future__ import annotations
@@ -158,14 +156,33 @@ def _values_q4_1(b, blk):
     return _load_f16(b, blk, 0), [b.uitofp(q, _V16F) for q in _nibbles(b, blk, 4)]
 
 
+def _values_q4_0(b, blk):
+    # w[j] = d * (lo(qs[j]) - 8), w[j+16] = d * (hi(qs[j]) - 8)
+    eight = ir.Constant(_V16I32, [8] * 16)
+    return _load_f16(b, blk, 0), [b.sitofp(b.sub(q, eight), _V16F) for q in _nibbles(b, blk, 2)]
+
+
+def _high_bits(b, qh, h):
+    # <16 x i1>: bit j (h = 0) or bit 16 + j (h = 1) of the splatted uint32 qh, for lane j
+    bits = ir.Constant(_V16I32, [1 << (16 * h + j) for j in range(16)])
+    return b.icmp_unsigned("!=", b.and_(qh, bits), ir.Constant(_V16I32, [0] * 16))
+
+
 def _values_q5_0(b, blk):
     # w[j] = d * ((lo(qs[j]) | bit j of qh << 4) - 16), w[j+16] likewise with hi() and bit j + 16
     qh = _splat(b, _load(b, blk, 2, _I32, 1), _V16I32)
     out = []
     for h, q in enumerate(_nibbles(b, blk, 6)):
-        bits = ir.Constant(_V16I32, [1 << (16 * h + j) for j in range(16)])
-        high = b.icmp_unsigned("!=", b.and_(qh, bits), ir.Constant(_V16I32, [0] * 16))
-        out.append(b.sitofp(b.select(high, q, b.sub(q, ir.Constant(_V16I32, [16] * 16))), _V16F))
+        out.append(b.sitofp(b.select(_high_bits(b, qh, h), q, b.sub(q, ir.Constant(_V16I32, [16] * 16))), _V16F))
+    return _load_f16(b, blk, 0), out
+
+
+def _values_q5_1(b, blk):
+    # w[j] = d * (lo(qs[j]) | bit j of qh << 4) + m, w[j+16] likewise with hi() and bit j + 16
+    qh = _splat(b, _load(b, blk, 4, _I32, 1), _V16I32)
+    out = []
+    for h, q in enumerate(_nibbles(b, blk, 8)):
+        out.append(b.uitofp(b.select(_high_bits(b, qh, h), b.add(q, ir.Constant(_V16I32, [16] * 16)), q), _V16F))
     return _load_f16(b, blk, 0), out
 
 
@@ -175,8 +192,10 @@ def _values_q8_0(b, blk):
                                   for h in range(2)]
 
 
+_dot_q4_0 = _block_dot(18, _values_q4_0)
 _dot_q4_1 = _block_dot(20, _values_q4_1, with_min=True)
 _dot_q5_0 = _block_dot(22, _values_q5_0)
+_dot_q5_1 = _block_dot(24, _values_q5_1, with_min=True)
 _dot_q8_0 = _block_dot(34, _values_q8_0)
 
 
@@ -196,20 +215,10 @@ def _block_sums(x):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q4_0(out, data, x, f16, chunk):
-    rows, nb = data.shape[0], x.shape[0] // QK
+    rows = data.shape[0]
     for c in prange((rows + chunk - 1) // chunk):
-        acc = np.empty(QK, np.float32)
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            row = data[r]
-            acc[:] = 0
-            for b in range(nb):
-                o, xo = b * 18, b * QK
-                d = _fp16(row, o, f16)
-                for j in range(16):
-                    q = np.int32(row[o + 2 + j])
-                    acc[j] += d * np.float32(np.int32(q & 15) - 8) * x[xo + j]
-                    acc[j + 16] += d * np.float32(np.int32(q >> 4) - 8) * x[xo + 16 + j]
-            out[r] = acc.sum()
+            out[r] = _dot_q4_0(data[r], x)
 
 
 @njit(fastmath=True, cache=True)
@@ -360,25 +369,11 @@ def get_rows_q5_0(out, data, ids, f16):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_1(out, data, x, f16, chunk):
-    rows, nb = data.shape[0], x.shape[0] // QK
+    rows = data.shape[0]
+    xs = _block_sums(x)
     for c in prange((rows + chunk - 1) // chunk):
-        acc = np.empty(QK, np.float32)
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            row = data[r]
-            acc[:] = 0
-            for b in range(nb):
-                o, xo = b * 24, b * QK
-                d = _fp16(row, o, f16)
-                m = _fp16(row, o + 2, f16)
-                lo, hi = _u16(row, o + 4), _u16(row, o + 6)
-                for j in range(16):
-                    q = np.int32(row[o + 8 + j])
-                    bit = np.int32(1 << j)
-                    f0 = np.float32(np.int32(q & 15)) + _hbit(lo, bit, 16, 0)
-                    f1 = np.float32(np.int32(q >> 4)) + _hbit(hi, bit, 16, 0)
-                    acc[j] += (d * f0 + m) * x[xo + j]
-                    acc[j + 16] += (d * f1 + m) * x[xo + 16 + j]
-            out[r] = acc.sum()
+            out[r] = _dot_q5_1(data[r], x, xs)
 
 
 @njit(fastmath=True, cache=True)
