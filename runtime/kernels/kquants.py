@@ -168,11 +168,12 @@ def _scale_min_k4_ir(b, blk, j):
     return b.uitofp(sc, _F32), b.uitofp(m, _F32)
 
 
-@intrinsic
-def _dot_q4_k(typingctx, row, x, xs):
-    """row uint8 [nsb * 144] . x float32 [nsb * 256] -> float32, xs the 32-value block sums of x.
-    As legacy._block_dot: per 32-weight group g, acc += d * sc_g * (q . x) in one <16 x float>
-    register, and the mins leave the vector loop as dmin * sum_g m_g * xs_g."""
+def _dot_k4(block_bytes, qs_offset, qh_offset=None):
+    """The row dot product of Q4_K (or, with qh_offset, Q5_K) as an intrinsic:
+    `dot(row, x, xs)`, row uint8 [nsb * block_bytes] . x float32 [nsb * 256] -> float32, xs the
+    32-value block sums of x. As legacy._block_dot: per 32-weight group g, acc += d * sc_g * (q . x)
+    in one <16 x float> register, and the mins leave the vector loop as dmin * sum_g m_g * xs_g.
+    Q5_K's fifth bit of weight 64j + 32g + l is bit 2j + g of qh[l], worth 16."""
     def codegen(context, builder, sig, args):
         b = builder
         rp = context.make_array(sig.args[0])(context, b, args[0]).data
@@ -181,14 +182,22 @@ def _dot_q4_k(typingctx, row, x, xs):
         acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
         mins = cgutils.alloca_once_value(b, ir.Constant(_F32, 0))
         with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
-            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, 144))])
+            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, block_bytes))])
             xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
             xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 32))])
             d, dmin = _load_f16(b, blk, 0), _load_f16(b, blk, 2)
             a, msum = b.load(acc), ir.Constant(_F32, 0)
+            if qh_offset is not None:            # qh[0..15], qh[16..31] as <16 x i32>
+                qh = [b.zext(_load(b, blk, qh_offset + 16 * h, ir.VectorType(_I8, 16), 1), _V16I32)
+                      for h in range(2)]
             for j in range(4):
-                halves = [_nibbles(b, blk, 16 + 32 * j + 16 * h) for h in range(2)]
+                halves = [list(_nibbles(b, blk, qs_offset + 32 * j + 16 * h)) for h in range(2)]
                 for g in range(2):                    # g = 0: low nibbles, group 2j; 1: high, 2j + 1
+                    if qh_offset is not None:
+                        for h in range(2):
+                            bit = b.and_(b.lshr(qh[h], ir.Constant(_V16I32, [2 * j + g] * 16)),
+                                         ir.Constant(_V16I32, [1] * 16))
+                            halves[h][g] = b.or_(halves[h][g], b.shl(bit, ir.Constant(_V16I32, [4] * 16)))
                     sc, m = _scale_min_k4_ir(b, blk, 2 * j + g)
                     xo = 64 * j + 32 * g
                     t = _fma(b, b.uitofp(halves[1][g], _V16F), _load(b, xb, xo + 16, _V16F, 4),
@@ -198,7 +207,15 @@ def _dot_q4_k(typingctx, row, x, xs):
             b.store(a, acc)
             b.store(_fma(b, dmin, msum, b.load(mins)), mins)
         return b.fsub(_hsum(b, b.load(acc)), b.load(mins))
-    return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
+
+    @intrinsic
+    def dot(typingctx, row, x, xs):
+        return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
+    return dot
+
+
+_dot_q4_k = _dot_k4(144, 16)
+_dot_q5_k = _dot_k4(176, 48, qh_offset=16)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -231,30 +248,11 @@ def dequant_row_q4_k(y, row, f16):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_k(out, data, x, f16, chunk):
-    rows, nb = data.shape[0], x.shape[0] // QK_K
+    rows = data.shape[0]
+    xs = _block_sums(x)
     for c in prange((rows + chunk - 1) // chunk):
-        acc = np.empty(LANES, np.float32)
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            row = data[r]
-            acc[:] = 0
-            for b in range(nb):
-                o = b * 176
-                d = _fp16(row, o, f16)
-                dmin = _fp16(row, o + 2, f16)
-                for j in range(4):
-                    sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
-                    sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
-                    d1, mm1, d2, mm2 = d * sc1, dmin * m1, d * sc2, dmin * m2
-                    xo = b * QK_K + 64 * j
-                    qo = o + 48 + 32 * j
-                    for l in range(32):
-                        q = np.int32(row[qo + l])
-                        h = np.int32(row[o + 16 + l])
-                        lo = (q & 15) | (((h >> (2 * j)) & 1) << 4)
-                        hi = (q >> 4) | (((h >> (2 * j + 1)) & 1) << 4)
-                        acc[l] += ((d1 * np.float32(np.int32(lo)) - mm1) * x[xo + l]
-                                   + (d2 * np.float32(np.int32(hi)) - mm2) * x[xo + 32 + l])
-            out[r] = acc.sum()
+            out[r] = _dot_q5_k(data[r], x, xs)
 
 
 @njit(fastmath=True, cache=True)
