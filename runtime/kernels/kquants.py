@@ -9,15 +9,15 @@ Block layouts (ggml-common.h, dequantize_row_q*_K in ggml-quants.c; fp16 through
 Weight order inside a super-block follows those reference loops; the comments below give, for output
 position p, which byte and bits hold it.
 
-Same four functions per type as legacy.py (matvec_*, dequant_row_*, matmul_*, get_rows_*), same
-per-lane accumulator: 32 lanes, lane l collects position l of every 32-weight group. Sub-blocks of 16
-weights (Q2_K, Q3_K, Q6_K) are two half-loops so the scale stays a scalar inside each.
+Same four functions per type as legacy.py (matvec_*, dequant_row_*, matmul_*, get_rows_*). In the
+dequantizing loops, sub-blocks of 16 weights (Q2_K, Q3_K, Q6_K) are two half-loops so the scale stays
+a scalar inside each.
 
-Q4_K and Q6_K (Gemma 3's attn_output and ffn_down) have their decode row dot product in LLVM vector
-code, as legacy.py's `_block_dot` and for the same reasons: the accumulator stays in a zmm register,
-the scale multiplies once per 32 (Q4_K) or 16 (Q6_K) weights, Q4_K's mins leave the loop as
-dmin * sum_g m_g * (sum of x over group g). One Zen 4 thread, CPU clock, all of Gemma 3's tensors of
-the type (issue 9): Q4_K 4.4 -> 7.2 GB/s, Q6_K 4.7 -> 7.5 GB/s.
+Every type's decode row dot product is LLVM vector code, as legacy.py's `_block_dot` and for the
+same reasons: the accumulator stays in a zmm register, the scale multiplies once per 32 (Q4_K, Q5_K)
+or 16 (Q2_K, Q3_K, Q6_K) weights, the mins leave the loop as dmin * sum_g m_g * (sum of x over group
+g). One Zen 4 thread, CPU clock, all of Gemma 3's tensors of the type (issue 9): Q4_K 4.4 -> 7.2 GB/s,
+Q6_K 4.7 -> 7.5 GB/s; a random 4096 x 2048 matrix: Q5_K 3.4 -> 8.5 GB/s.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from .legacy import (_F32, _I8, _I32, _I64, _V16F, _V16I32, _block_sums, _contig
                      _load, _load_f16, _nibbles, _splat)
 
 QK_K = 256
-LANES = 32
 
 
 @njit(inline="always")
@@ -61,32 +60,94 @@ def _scale_q3_k(row, s, i):
     return np.float32((lo | (hi << 4)) - 32)
 
 
+def _dot_k16(block_bytes, qs_offset, d_offset, two_bit_values, dmin_offset=None):
+    """The row dot product of Q2_K / Q3_K (a scale per 16 weights) as an intrinsic:
+    `dot(row, x, xs)`, row uint8 [nsb * block_bytes] . x float32 [nsb * 256] -> float32, with xs the
+    16-value block sums of x (used by Q2_K's mins). Group gi = 8h + 2j + s covers x[16 gi : 16 gi + 16]
+    and lane i of it is bits 2j of qs[32h + 16s + i]. `two_bit_values(b, blk, q, h, j, s, gi)` turns
+    those 2-bit values (<16 x i32>) into (<16 x float> values, float scale, float min or None); the
+    mins (Q2_K) leave the vector loop as dmin * sum_gi m_gi * xs_gi."""
+    def codegen(context, builder, sig, args):
+        b = builder
+        rp = context.make_array(sig.args[0])(context, b, args[0]).data
+        xa = context.make_array(sig.args[1])(context, b, args[1])
+        xsp = context.make_array(sig.args[2])(context, b, args[2]).data
+        acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
+        mins = cgutils.alloca_once_value(b, ir.Constant(_F32, 0))
+        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
+            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, block_bytes))])
+            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
+            xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 16))])
+            d = _load_f16(b, blk, d_offset)
+            a, msum = b.load(acc), ir.Constant(_F32, 0)
+            for h in range(2):
+                for s in range(2):
+                    qs = b.zext(_load(b, blk, qs_offset + 32 * h + 16 * s, ir.VectorType(_I8, 16), 1), _V16I32)
+                    for j in range(4):
+                        gi = 8 * h + 2 * j + s
+                        q = b.and_(b.lshr(qs, ir.Constant(_V16I32, [2 * j] * 16)), ir.Constant(_V16I32, [3] * 16))
+                        v, sc, m = two_bit_values(b, blk, q, h, j, s, gi)
+                        t = b.fmul(v, _load(b, xb, 16 * gi, _V16F, 4))
+                        a = _fma(b, _splat(b, b.fmul(d, sc), _V16F), t, a)
+                        if m is not None:
+                            msum = _fma(b, m, _load(b, xsb, gi, _F32, 4), msum)
+            b.store(a, acc)
+            if dmin_offset is not None:
+                b.store(_fma(b, _load_f16(b, blk, dmin_offset), msum, b.load(mins)), mins)
+        return b.fsub(_hsum(b, b.load(acc)), b.load(mins))
+
+    @intrinsic
+    def dot(typingctx, row, x, xs):
+        return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
+    return dot
+
+
+def _values_q2_k(b, blk, q, h, j, s, gi):
+    # weight = d * (scales[gi] & 15) * q - dmin * (scales[gi] >> 4)
+    sb = b.zext(_load(b, blk, gi, _I8, 1), _I32)
+    sc = b.uitofp(b.and_(sb, ir.Constant(_I32, 15)), _F32)
+    m = b.uitofp(b.lshr(sb, ir.Constant(_I32, 4)), _F32)
+    return b.uitofp(q, _V16F), sc, m
+
+
+def _values_q3_k(b, blk, q, h, j, s, gi):
+    # weight = d * scale_gi * (q - 4 + 4 * bit 4h + j of hmask[16s + i]), scale_gi as _scale_q3_k
+    hm = b.zext(_load(b, blk, 16 * s, ir.VectorType(_I8, 16), 1), _V16I32)
+    hb = b.and_(b.lshr(hm, ir.Constant(_V16I32, [4 * h + j] * 16)), ir.Constant(_V16I32, [1] * 16))
+    v = b.sub(b.add(q, b.shl(hb, ir.Constant(_V16I32, [2] * 16))), ir.Constant(_V16I32, [4] * 16))
+    lo = b.and_(b.lshr(b.zext(_load(b, blk, 96 + gi % 8, _I8, 1), _I32), ir.Constant(_I32, 4 * (gi // 8))),
+                ir.Constant(_I32, 15))
+    hi = b.and_(b.lshr(b.zext(_load(b, blk, 104 + gi % 4, _I8, 1), _I32), ir.Constant(_I32, 2 * (gi // 4))),
+                ir.Constant(_I32, 3))
+    sc = b.sitofp(b.sub(b.or_(lo, b.shl(hi, ir.Constant(_I32, 4))), ir.Constant(_I32, 32)), _F32)
+    return b.sitofp(v, _V16F), sc, None
+
+
+_dot_q2_k = _dot_k16(84, 16, 80, _values_q2_k, dmin_offset=82)
+_dot_q3_k = _dot_k16(110, 32, 108, _values_q3_k)
+
+
+@njit(inline="always")
+def _block_sums16(x):
+    # x [n] -> [n / 16], the sum of each 16-value block (the xs of Q2_K's dot product)
+    xs = np.empty(x.shape[0] // 16, np.float32)
+    for g in range(xs.shape[0]):
+        t = np.float32(0)
+        for i in range(16):
+            t += x[g * 16 + i]
+        xs[g] = t
+    return xs
+
+
 # ---- Q2_K: p = 128h + 32j + l  <-  bits 2j of qs[32h + l], scale byte 8h + 2j + (l >= 16) -----------
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q2_k(out, data, x, f16, chunk):
-    rows, nb = data.shape[0], x.shape[0] // QK_K
+    rows = data.shape[0]
+    xs = _block_sums16(x)
     for c in prange((rows + chunk - 1) // chunk):
-        acc = np.empty(LANES, np.float32)
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            row = data[r]
-            acc[:] = 0
-            for b in range(nb):
-                o = b * 84
-                d = _fp16(row, o + 80, f16)
-                dmin = _fp16(row, o + 82, f16)
-                for h in range(2):
-                    for j in range(4):
-                        xo = b * QK_K + 128 * h + 32 * j
-                        for s in range(2):
-                            sc = np.int32(row[o + 8 * h + 2 * j + s])
-                            dl = d * np.float32(sc & 15)
-                            ml = dmin * np.float32(sc >> 4)
-                            for i in range(16):
-                                l = 16 * s + i
-                                q = (np.int32(row[o + 16 + 32 * h + l]) >> (2 * j)) & 3
-                                acc[l] += (dl * np.float32(np.int32(q)) - ml) * x[xo + l]
-            out[r] = acc.sum()
+            out[r] = _dot_q2_k(data[r], x, xs)
 
 
 @njit(fastmath=True, cache=True)
@@ -112,26 +173,11 @@ def dequant_row_q2_k(y, row, f16):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q3_k(out, data, x, f16, chunk):
-    rows, nb = data.shape[0], x.shape[0] // QK_K
+    rows = data.shape[0]
+    xs = _block_sums16(x)
     for c in prange((rows + chunk - 1) // chunk):
-        acc = np.empty(LANES, np.float32)
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            row = data[r]
-            acc[:] = 0
-            for b in range(nb):
-                o = b * 110
-                d = _fp16(row, o + 108, f16)
-                for h in range(2):
-                    for j in range(4):
-                        xo = b * QK_K + 128 * h + 32 * j
-                        for s in range(2):
-                            dl = d * _scale_q3_k(row, o + 96, 8 * h + 2 * j + s)
-                            for i in range(16):
-                                l = 16 * s + i
-                                q = (np.int32(row[o + 32 + 32 * h + l]) >> (2 * j)) & 3
-                                hb = (np.int32(row[o + l]) >> (4 * h + j)) & 1
-                                acc[l] += dl * np.float32(np.int32(q - 4 + 4 * hb)) * x[xo + l]
-            out[r] = acc.sum()
+            out[r] = _dot_q3_k(data[r], x, xs)
 
 
 @njit(fastmath=True, cache=True)
