@@ -4,11 +4,11 @@
 Two interpreters: llama.cpp lives in its own venv (/work/llcpp), our runtime in .venv.
 
     /work/llcpp/bin/python scripts/trace_llamacpp.py dump gemma3 long_prose 1 /tmp/ll.npz
-    .venv/bin/python scripts/trace_llamacpp.py ours gemma3 long_prose 1 /tmp/ours.npz [--patch gelu]
+    .venv/bin/python scripts/trace_llamacpp.py ours gemma3 long_prose 1 /tmp/ours.npz
     .venv/bin/python scripts/trace_llamacpp.py compare /tmp/ll.npz /tmp/ours.npz gemma3 long_prose 1
     /work/llcpp/bin/python scripts/trace_llamacpp.py variants gemma3 long_prose 1
-    /work/llcpp/bin/python scripts/trace_llamacpp.py gelu-table
-    .venv/bin/python scripts/trace_llamacpp.py goldens gemma3 smollm2 [--patch gelu]
+    .venv/bin/python scripts/trace_llamacpp.py gelu-table /work/llcpp/lib/python3.11/site-packages/llama_cpp/lib/libggml-cpu.so
+    .venv/bin/python scripts/trace_llamacpp.py goldens gemma3 smollm2
 
 `dump` replays the golden run with make_goldens.py's settings (the prompt in one batch, then one
 greedy token per llama_decode) and, on the call that produces greedy step STEP's logits (STEP 0: the
@@ -19,9 +19,11 @@ tensor names, by standing in for runtime.model's `ops` and `kernels` modules: no
 `compare` prints per tensor the max |difference|, so the first one beyond float rounding stands out.
 `variants` runs llama.cpp against itself (other batch sizes, threads, the prompt token by token):
 how far its own logits move is the prompt's sensitivity to float summation order.
-`gelu-table` checks our GELU table against the one inside libggml-cpu.so.
+`gelu-table` checks runtime.ops' GELU table against the one inside llama.cpp's libggml-cpu.so (loaded
+with ctypes, so it runs in our .venv).
 `goldens` applies tests/test_goldens.py's rules to every golden prompt and prints, per prompt, the
-max |difference| and how far greedy decoding agrees, with proposed fixes patched in (--patch).
+max |difference| and how far greedy decoding agrees. To try a fix before it lands, monkeypatch
+runtime.ops before `ours` or `goldens` load the model (the GELU fix was checked that way).
 """
 from __future__ import annotations
 
@@ -237,10 +239,8 @@ class _Recorder:
         return wrapped
 
 
-def ours(which: str, name: str, step: int, out: Path, patches=()) -> None:
+def ours(which: str, name: str, step: int, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    for patch in patches:
-        PATCHES[patch]()
     import runtime
     from runtime import model as model_mod
 
@@ -275,90 +275,33 @@ def ours(which: str, name: str, step: int, out: Path, patches=()) -> None:
     np.savez(out, **captured)
 
 
-# ---- proposed fixes, applied by monkeypatching runtime.ops (issue 8) -------------------------------
+# ---- GELU (issue 8) ---------------------------------------------------------------------------------
 
-def gelu_f16_table() -> np.ndarray:
-    """float32 [65536]: ggml_table_gelu_f16 as ggml_cpu_init builds it, indexed by fp16 bits.
-
-    ggml_gelu_f32 in float32: 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x))),
-    where GCC contracts `1.0f + GELU_COEF_A*x*x` into fma(GELU_COEF_A*x, x, 1.0f). float32 loses
-    most of 1 + tanh(..) for x < -2 (tanh near -1), so a float64 evaluation lands on other fp16 values
-    there. Matches llama.cpp's table on all 63488 finite entries (read from libggml-cpu.so)."""
-    x = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
-    with np.errstate(all="ignore"):
-        ax = np.float32(0.044715) * x
-        inner = (ax.astype(np.float64) * x + 1.0).astype(np.float32)        # the fma, exact in float64
-        arg = (np.float32(0.79788456080286535587989211986876) * x) * inner
-        t = np.tanh(arg.astype(np.float64)).astype(np.float32)                # tanhf (correctly rounded)
-        y = (np.float32(0.5) * x) * (np.float32(1.0) + t)
-    return y.astype(np.float16).astype(np.float32)
-
-
-def check_gelu_table() -> None:
+def check_gelu_table(libggml_cpu: str) -> None:
     """llama.cpp's own GELU table (ggml_table_gelu_f16, exported by libggml-cpu.so) against
-    gelu_f16_table() and against the float64 GELU runtime/ops.py used before."""
-    import os
-    import llama_cpp
+    runtime.ops.GELU_F16_TABLE and against the float64 GELU runtime/ops.py used before."""
+    sys.path.insert(0, str(ROOT))
+    from runtime import ops
 
-    cpu = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-cpu.so"))
+    cpu = ctypes.CDLL(libggml_cpu)
     cpu.ggml_cpu_init()
     theirs = np.array((ctypes.c_uint16 * 65536).in_dll(cpu, "ggml_table_gelu_f16")[:], np.uint16)
     x = np.arange(65536, dtype=np.uint16).view(np.float16)
     finite = np.isfinite(x)
-    ours = gelu_f16_table().astype(np.float16).view(np.uint16)
+    ours = ops.GELU_F16_TABLE.astype(np.float16).view(np.uint16)
     g = x.astype(np.float64)
     with np.errstate(all="ignore"):
-        f64 = (0.5 * g * (1.0 + np.tanh(0.79788456080286535587989211986876 * g
-                                        * (1.0 + 0.044715 * g * g)))).astype(np.float32)
-    f64 = f64.astype(np.float16).view(np.uint16)
-    for label, table in (("float32 + fma (proposed)", ours), ("float64 (before)", f64)):
+        f64 = (0.5 * g * (1.0 + np.tanh(ops.SQRT_2_OVER_PI * g * (1.0 + ops.GELU_COEF_A * g * g))))
+    f64 = f64.astype(np.float32).astype(np.float16).view(np.uint16)
+    for label, table in (("float32 + fma (runtime)", ours), ("float64 (before)", f64)):
         bad = finite & (table != theirs)
         print(f"{label:26} differs from llama.cpp's table on {bad.sum()} of {finite.sum()} finite "
               f"fp16 inputs{'' if not bad.any() else ', e.g. x = ' + str(x[bad][:6])}")
 
 
-def patch_gelu() -> None:
-    from numba import njit
-    from runtime import ops
-
-    table = gelu_f16_table()
-
-    @njit(cache=False)
-    def geglu(out, gate, up):
-        # gate, up [T, n] -> out [T, n] = gelu(gate) * up, as ggml_vec_geglu_f32 (GGML_GELU_FP16)
-        T, n = gate.shape
-        one = np.empty(1, np.float32)
-        bits = one.view(np.uint32)
-        for t in range(T):
-            for i in range(n):
-                g = gate[t, i]
-                if g <= -10.0:
-                    out[t, i] = 0.0
-                elif g >= 10.0:
-                    out[t, i] = g * up[t, i]
-                else:
-                    one[0] = g
-                    ops._f16_round(one)
-                    b = bits[0]                     # float32 bits of an fp16 value -> fp16 bits
-                    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
-                    mag = b & np.uint32(0x7FFFFFFF)
-                    if mag < np.uint32(0x38800000):  # fp16 subnormal (|g| < 2**-14)
-                        h = np.uint32(np.rint(abs(np.float64(one[0])) * 16777216.0))
-                    else:
-                        h = ((mag >> np.uint32(13)) - np.uint32(0x1C000)) & np.uint32(0x7FFF)
-                    out[t, i] = table[sign | h] * up[t, i]
-
-    ops.geglu = geglu
-
-
-PATCHES = {"gelu": patch_gelu}
-
-
-def goldens(which_list, patches) -> None:
-    """Our check of the golden prompts (tests/test_goldens.py's rules), with proposed patches."""
+def goldens(which_list) -> None:
+    """Our check of the golden prompts (tests/test_goldens.py's rules)."""
     sys.path.insert(0, str(ROOT))
-    for name in patches:
-        PATCHES[name]()
     import runtime
     for which in which_list:
         entry, = json.loads((GOLDENS / f"logits_{which}.json").read_text())["models"]
@@ -424,16 +367,14 @@ def main(argv=None) -> int:
         p.add_argument("prompt")
         p.add_argument("step", type=int)
         p.add_argument("out", type=Path)
-        if cmd == "ours":
-            p.add_argument("--patch", action="append", default=[], choices=sorted(PATCHES))
     p = sub.add_parser("variants")
     p.add_argument("which", choices=sorted(MODELS))
     p.add_argument("prompt")
     p.add_argument("step", type=int)
     p = sub.add_parser("goldens")
     p.add_argument("which", nargs="+", choices=sorted(MODELS))
-    p.add_argument("--patch", action="append", default=[], choices=sorted(PATCHES))
-    sub.add_parser("gelu-table")
+    p = sub.add_parser("gelu-table")
+    p.add_argument("libggml_cpu", help="path of llama-cpp-python's lib/libggml-cpu.so")
     p = sub.add_parser("compare")
     p.add_argument("llama", type=Path)
     p.add_argument("ours", type=Path)
@@ -446,11 +387,11 @@ def main(argv=None) -> int:
     elif args.cmd == "variants":
         variants(args.which, args.prompt, args.step)
     elif args.cmd == "gelu-table":
-        check_gelu_table()
+        check_gelu_table(args.libggml_cpu)
     elif args.cmd == "goldens":
-        goldens(args.which, args.patch)
+        goldens(args.which)
     elif args.cmd == "ours":
-        ours(args.which, args.prompt, args.step, args.out, args.patch)
+        ours(args.which, args.prompt, args.step, args.out)
     else:
         compare(args.llama, args.ours, args.which, args.prompt, args.step)
     return 0
