@@ -62,23 +62,27 @@ def _scale_q3_k(row, s, i):
 
 def _dot_k16(block_bytes, qs_offset, d_offset, two_bit_values, dmin_offset=None):
     """The row dot product of Q2_K / Q3_K (a scale per 16 weights) as an intrinsic:
-    `dot(row, x, xs)`, row uint8 [nsb * block_bytes] . x float32 [nsb * 256] -> float32, with xs the
-    16-value block sums of x (used by Q2_K's mins). Group gi = 8h + 2j + s covers x[16 gi : 16 gi + 16]
-    and lane i of it is bits 2j of qs[32h + 16s + i]. `two_bit_values(b, blk, q, h, j, s, gi)` turns
-    those 2-bit values (<16 x i32>) into (<16 x float> values, float scale, float min or None); the
-    mins (Q2_K) leave the vector loop as dmin * sum_gi m_gi * xs_gi."""
+    `dot(row, x)`, row uint8 [nsb * block_bytes] . x float32 [nsb * 256] -> float32, or with
+    dmin_offset (Q2_K's mins) `dot(row, x, xs)`, xs the 16-value block sums of x. Group
+    gi = 8h + 2j + s covers x[16 gi : 16 gi + 16] and lane i of it is bits 2j of qs[32h + 16s + i].
+    `two_bit_values(b, blk, q, h, j, s, gi)` turns those 2-bit values (<16 x i32>) into
+    (<16 x float> values, float scale, float min or None); the mins leave the vector loop as
+    dmin * sum_gi m_gi * xs_gi."""
+    with_min = dmin_offset is not None
+
     def codegen(context, builder, sig, args):
         b = builder
         rp = context.make_array(sig.args[0])(context, b, args[0]).data
         xa = context.make_array(sig.args[1])(context, b, args[1])
-        xsp = context.make_array(sig.args[2])(context, b, args[2]).data
         acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
         mins = cgutils.alloca_once_value(b, ir.Constant(_F32, 0))
         with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
             blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, block_bytes))])
             xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
-            xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 16))])
             d = _load_f16(b, blk, d_offset)
+            if with_min:                         # this super-block's 16 sums of x
+                xsp = context.make_array(sig.args[2])(context, b, args[2]).data
+                xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 16))])
             a, msum = b.load(acc), ir.Constant(_F32, 0)
             for h in range(2):
                 for s in range(2):
@@ -89,16 +93,21 @@ def _dot_k16(block_bytes, qs_offset, d_offset, two_bit_values, dmin_offset=None)
                         v, sc, m = two_bit_values(b, blk, q, h, j, s, gi)
                         t = b.fmul(v, _load(b, xb, 16 * gi, _V16F, 4))
                         a = _fma(b, _splat(b, b.fmul(d, sc), _V16F), t, a)
-                        if m is not None:
+                        if with_min:
                             msum = _fma(b, m, _load(b, xsb, gi, _F32, 4), msum)
             b.store(a, acc)
-            if dmin_offset is not None:
+            if with_min:
                 b.store(_fma(b, _load_f16(b, blk, dmin_offset), msum, b.load(mins)), mins)
         return b.fsub(_hsum(b, b.load(acc)), b.load(mins))
 
-    @intrinsic
-    def dot(typingctx, row, x, xs):
-        return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
+    if with_min:
+        @intrinsic
+        def dot(typingctx, row, x, xs):
+            return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
+    else:
+        @intrinsic
+        def dot(typingctx, row, x):
+            return (types.float32(row, x), codegen) if _contiguous(row, x) else None
     return dot
 
 
@@ -127,24 +136,12 @@ _dot_q2_k = _dot_k16(84, 16, 80, _values_q2_k, dmin_offset=82)
 _dot_q3_k = _dot_k16(110, 32, 108, _values_q3_k)
 
 
-@njit(inline="always")
-def _block_sums16(x):
-    # x [n] -> [n / 16], the sum of each 16-value block (the xs of Q2_K's dot product)
-    xs = np.empty(x.shape[0] // 16, np.float32)
-    for g in range(xs.shape[0]):
-        t = np.float32(0)
-        for i in range(16):
-            t += x[g * 16 + i]
-        xs[g] = t
-    return xs
-
-
 # ---- Q2_K: p = 128h + 32j + l  <-  bits 2j of qs[32h + l], scale byte 8h + 2j + (l >= 16) -----------
 
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q2_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums16(x)
+    xs = _block_sums(x, 16)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q2_k(data[r], x, xs)
@@ -174,10 +171,9 @@ def dequant_row_q2_k(y, row, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q3_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums16(x)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            out[r] = _dot_q3_k(data[r], x, xs)
+            out[r] = _dot_q3_k(data[r], x)
 
 
 @njit(fastmath=True, cache=True)
@@ -267,7 +263,7 @@ _dot_q5_k = _dot_k4(176, 48, qh_offset=16)
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q4_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x)
+    xs = _block_sums(x, 32)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q4_k(data[r], x, xs)
@@ -295,7 +291,7 @@ def dequant_row_q4_k(y, row, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x)
+    xs = _block_sums(x, 32)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q5_k(data[r], x, xs)

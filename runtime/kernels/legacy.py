@@ -200,13 +200,14 @@ _dot_q8_0 = _block_dot(34, _values_q8_0)
 
 
 @njit(inline="always")
-def _block_sums(x):
-    # x [nb * 32] -> [nb], the sum of each 32-value block (the xs of _block_dot)
-    xs = np.empty(x.shape[0] // QK, np.float32)
+def _block_sums(x, size):
+    # x [nb * size] -> [nb], the sum of each block of `size` values (the xs of the dot products
+    # whose mins leave the vector loop: size 32, or 16 for Q2_K)
+    xs = np.empty(x.shape[0] // size, np.float32)
     for b in range(xs.shape[0]):
         s = np.float32(0)
-        for j in range(QK):
-            s += x[b * QK + j]
+        for j in range(size):
+            s += x[b * size + j]
         xs[b] = s
     return xs
 
@@ -257,7 +258,7 @@ def get_rows_q4_0(out, data, ids, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q4_1(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x)
+    xs = _block_sums(x, QK)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q4_1(data[r], x, xs)
@@ -311,7 +312,7 @@ def matvec3_q4_1(o0, o1, o2, d0, d1, d2, x, f16, chunk):
     n0 = (d0.shape[0] + chunk - 1) // chunk
     n1 = (d1.shape[0] + chunk - 1) // chunk
     n2 = (d2.shape[0] + chunk - 1) // chunk
-    xs = _block_sums(x)
+    xs = _block_sums(x, QK)
     for c in prange(n0 + n1 + n2):
         if c < n0:
             _rows_q4_1(o0, d0, x, xs, c * chunk, min(d0.shape[0], (c + 1) * chunk))
@@ -370,7 +371,7 @@ def get_rows_q5_0(out, data, ids, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_1(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x)
+    xs = _block_sums(x, QK)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q5_1(data[r], x, xs)
