@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from runtime.bundle import (FLAG_META_CHECK, FOOTER, FORMAT_VERSION, MAGIC, META_CHECK_KEY, PAYLOAD_ALIGNMENT,
-                            BundleError, BundleInfo, meta_checksum, read_info, sha256_of)
+                            BundleError, BundleInfo, meta_checksum, read_info)
 
 CHUNK = 8 << 20                   # copy buffer: large enough that syscalls are noise
 PROGRESS_MIN_BYTES = 256 << 20    # models smaller than this copy in well under a second: no progress line
@@ -105,21 +105,16 @@ def _copy(src, dst, n: int, hasher=None, *, label: str = "", progress=None):
     return hasher
 
 
-def verify_payload(info: BundleInfo) -> bool:
-    """Re-hash the payload and compare with the footer's sha256."""
-    return sha256_of(info.path, info.payload_offset, info.payload_size) == info.payload_sha256
-
-
 def damaged_parts(info: BundleInfo) -> list[str]:
     """What of a bundle does not match its checksums: every byte but the meta and footer, which
     read_info has checked already. [] when the file is intact."""
     damaged = []
-    if info.stub_sha256 and sha256_of(info.path, 0, info.stub_size) != info.stub_sha256:
+    if not info.stub_intact():
         damaged.append(f"the launcher and runtime (bytes 0-{info.stub_size}) do not match their sha256")
     with open(info.path, "rb") as f:
         f.seek(info.stub_size)
         if any(f.read(info.payload_offset - info.stub_size)):
             damaged.append(f"the padding (bytes {info.stub_size}-{info.payload_offset}) is not all zeros")
-    if not verify_payload(info):
+    if not info.payload_intact():
         damaged.append(f"the embedded model does not match its sha256 {info.payload_sha256}")
     return damaged

@@ -85,6 +85,14 @@ class BundleInfo:
     def has_model(self) -> bool:
         return self.payload_size > 0
 
+    def stub_intact(self) -> bool:
+        """The launcher and runtime bytes match stub_sha256 (True when the file predates that key)."""
+        return not self.stub_sha256 or sha256_of(self.path, 0, self.stub_size) == self.stub_sha256
+
+    def payload_intact(self) -> bool:
+        """The embedded model matches payload_sha256 (re-reads all of it)."""
+        return sha256_of(self.path, self.payload_offset, self.payload_size) == self.payload_sha256
+
 
 def read_info(path) -> BundleInfo:
     """Read and check the footer and meta of a bundle or stub. Raises BundleError if `path` is neither."""

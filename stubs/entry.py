@@ -26,7 +26,7 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
         if offset + size != info.stub_size:
             raise bundle.BundleError(f"{exe}: damaged file: its launcher puts the runtime at bytes "
                                      f"{offset}-{offset + size} but the footer says {info.stub_size}")
-        if info.stub_sha256 and bundle.sha256_of(exe, 0, info.stub_size) != info.stub_sha256:
+        if not info.stub_intact():
             raise bundle.BundleError(f"{exe}: damaged file: its launcher and runtime do not match their "
                                      "sha256 (download or build it again)")
     except bundle.BundleError as e:
@@ -59,15 +59,13 @@ def payload_checked(here: str, info) -> bool:
     """True when the embedded model matches the footer's sha256. Hashed on the first launch of each
     file (0.3 s per 100 MB) and remembered in the private runtime directory under the file's identity:
     changing the file changes its size, mtime or ctime, so it is hashed again."""
-    from runtime import bundle
-
     st = os.stat(info.path)
     key = f"{os.path.realpath(info.path)}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0" \
           f"{st.st_ctime_ns}\0{info.payload_sha256}"
     stamp = os.path.join(here, "checked", hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest())
     if os.path.exists(stamp):
         return True
-    if bundle.sha256_of(info.path, info.payload_offset, info.payload_size) != info.payload_sha256:
+    if not info.payload_intact():
         return False
     try:
         os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
