@@ -65,17 +65,11 @@ def _check_model(model, entry, max_diff):
           f"({', '.join(f'{k} {v:.2f}' for k, v in diffs.items())})")
 
 
-# Known deviations from the acceptance rule, each measured and explained; strict, so a fix shows up.
-KNOWN_DEVIATIONS: dict[tuple[str, str], str] = {}
-
-
 def _real_cases():
     for which in ("smollm2", "gemma3"):
         entry, = _golden(which)["models"]
         for prompt in entry["prompts"]:
-            reason = KNOWN_DEVIATIONS.get((which, prompt["name"]))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            yield pytest.param(which, prompt["name"], marks=marks, id=f"{which}-{prompt['name']}")
+            yield pytest.param(which, prompt["name"], id=f"{which}-{prompt['name']}")
 
 
 @pytest.fixture(scope="module")
