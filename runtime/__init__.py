@@ -6,6 +6,8 @@ Public API:
 """
 from __future__ import annotations
 
+__version__ = "0.1.0"          # the package version (pyproject.toml reads it from here)
+
 
 def load(path, offset: int = 0, **kwargs):
     """Open a GGUF (stand-alone, or embedded at byte `offset` of a larger file) and return a Model."""

@@ -40,6 +40,8 @@ class GenOptions:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None        # number of top alternatives per token; None: no logprobs at all
     cache_prompt: bool = True          # llama.cpp's field: false re-evaluates the whole prompt
+    logit_bias: dict[int, float] | None = None   # token id -> added to its logit (sampler.Sampler)
+    constraint: object | None = None   # a compiled output constraint (sampler.Sampler), opaque here
 
 
 @dataclass(frozen=True)

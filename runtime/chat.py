@@ -16,6 +16,7 @@ import threading
 
 from .chat_template import CHATML, ChatTemplate, ChatTemplateError, chat_prompt_ids
 from .generate import PromptTooLong, generate
+from .options import ChatOptions
 
 HELP = """commands:
   /help     this help
@@ -90,19 +91,18 @@ class StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def run(model, args, *, lock=None, terminal: Terminal | None = None) -> int:
+def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = None) -> int:
     """The chat loop. `lock` (the server's, in the default mode) is held while the model computes."""
-    from .cli import sampling_params
     term = terminal or Terminal()
-    template = ChatTemplate.for_model(model, args.chat_template)
+    template = ChatTemplate.for_model(model, options.chat_template)
     stops = [s for s in {template.eos_token, "<|im_end|>" if template.source == CHATML else ""} if s]
-    system = [{"role": "system", "content": args.system}] if args.system else []
+    system = [{"role": "system", "content": options.system}] if options.system else []
     messages = list(system)
     session = model.new_session()
     stop_flag = StopFlag()
     lock = lock or contextlib.nullcontext()
 
-    if template.source == CHATML and not args.chat_template:
+    if template.source == CHATML and not options.chat_template:
         term.note("note: the model has no chat template; using ChatML")
     if term.interactive:
         term.note(f"chatting with {_model_name(model)} ({session.n_ctx} tokens of context). /help for help")
@@ -137,7 +137,7 @@ def run(model, args, *, lock=None, terminal: Terminal | None = None) -> int:
         messages.append({"role": "user", "content": text})
         try:
             ids = chat_prompt_ids(model, template, messages)
-            gen = generate(model, session, ids, sampling_params(args), max_tokens=args.n_predict, stop=stops)
+            gen = generate(model, session, ids, options.params, max_tokens=options.max_tokens, stop=stops)
         except PromptTooLong as e:
             messages.pop()
             term.note(f"the conversation no longer fits: {e}. /clear to start over")

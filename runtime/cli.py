@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from .options import DEFAULT_HOST, DEFAULT_PORT, PORT_SCAN, ChatOptions, LaunchOptions, ServerOptions
 from .sampler import SamplingParams
 
 DEFAULT_CTX = 8192
@@ -67,17 +68,55 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
     s = ap.add_argument_group("server")
     s.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default: 8080, or the next free one)")
-    s.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on API calls")
+    s.add_argument("--api-key", metavar="KEY[,KEY...]",
+                   help="require 'Authorization: Bearer KEY' on API calls; several comma-separated keys are "
+                        "separate clients, which never share a cached prompt")
     s.add_argument("--nobrowser", action="store_true", help="do not open a browser")
     ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
     return ap
 
+
+# ---- argparse -> options objects (the only place that reads `args`) ---------------------------------
 
 def sampling_params(args) -> SamplingParams:
     return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
                           presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
                           seed=None if args.seed < 0 else args.seed)
+
+
+def chat_options(args) -> ChatOptions:
+    return ChatOptions(params=sampling_params(args), max_tokens=args.n_predict, system=args.system or None,
+                       chat_template=args.chat_template)
+
+
+def api_keys(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    keys = tuple(k.strip() for k in value.split(","))
+    if not all(keys):
+        raise UsageError("--api-key: empty key in the comma-separated list")
+    return keys
+
+
+def server_options(args, model_path: str) -> ServerOptions:
+    return ServerOptions(host=args.host or DEFAULT_HOST, api_keys=api_keys(args.api_key),
+                         chat_template=args.chat_template, defaults=sampling_params(args),
+                         max_tokens=args.n_predict, model_path=model_path)
+
+
+def launch_options(args, interactive: bool) -> LaunchOptions:
+    return LaunchOptions(port=DEFAULT_PORT if args.port is None else args.port,
+                         port_scan=1 if args.server else PORT_SCAN,
+                         open_browser=not args.server and not args.nobrowser,
+                         foreground_chat=not args.server and interactive)
+
+
+def check_args(args) -> None:
+    """Mistakes found before the model loads."""
+    if args.prompt is not None and args.file is not None:
+        raise UsageError("give the prompt with -p or -f, not both")
+    api_keys(args.api_key)
 
 
 def log(args, message):
@@ -130,7 +169,7 @@ def load_model(args, embedded):
     log(args, f"loaded {path} in {time.perf_counter() - t0:.2f} s: {model.config.n_ctx} context")
     from . import warmup
     warmup.first_launch(model, path, offset)          # a bundle's first run on this machine only
-    return model
+    return model, path
 
 
 def run_prompt(model, args) -> int:
@@ -171,16 +210,16 @@ def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
     prog = os.path.basename(embedded[0]) if embedded else "chatfile"
     try:
         args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
-        if args.prompt is not None and args.file is not None:
-            raise UsageError("give the prompt with -p or -f, not both")
-        model = load_model(args, embedded)
+        check_args(args)
+        model, model_path = load_model(args, embedded)
         if args.prompt is not None or args.file is not None:
             return run_prompt(model, args)
         if args.chat:
             from . import chat
-            return chat.run(model, args)
-        from . import server
-        return server.run(model, args, foreground_chat=not args.server and sys.stdin.isatty())
+            return chat.run(model, chat_options(args))
+        from . import launch
+        return launch.run(model, server_options(args, model_path), launch_options(args, sys.stdin.isatty()),
+                          chat_options(args))
     except (UsageError, BundleError, ChatTemplateError, PromptTooLong) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -80,7 +80,7 @@ class Generation:
     prefill) and t_generate (from there to the last token sampled: n_generated - 1 decode steps) are
     final once iteration has ended. close() (from any thread) stops before the next token."""
 
-    def __init__(self, model, session, prompt_ids, params, max_tokens, stop, logprobs):
+    def __init__(self, model, session, prompt_ids, sampler, max_tokens, stop, logprobs):
         self.finish_reason: str | None = None
         self.context_full = False
         self.n_prompt = len(prompt_ids)
@@ -89,7 +89,7 @@ class Generation:
         self.t_prompt = 0.0
         self.t_generate = 0.0
         self._closed = False
-        self._steps = self._run(model, session, list(prompt_ids), params, max_tokens,
+        self._steps = self._run(model, session, list(prompt_ids), sampler, max_tokens,
                                 [s for s in stop if s], logprobs)
 
     def __iter__(self):
@@ -106,10 +106,9 @@ class Generation:
         if self.finish_reason is None:
             self.finish_reason = "stop"
 
-    def _run(self, model, session, prompt_ids, params, max_tokens, stops, logprobs):
+    def _run(self, model, session, prompt_ids, sampler, max_tokens, stops, logprobs):
         tokenizer = model.tokenizer
         n_ctx = session.n_ctx
-        sampler = Sampler(params)
         decoder = StreamDecoder(tokenizer)
         if max_tokens is None or max_tokens < 0:
             max_tokens = n_ctx + 1      # never reached: the context fills first
@@ -133,6 +132,7 @@ class Generation:
             self.n_generated += 1
             self.t_generate = time.perf_counter() - t0
 
+            complete = sampler.accept(token)    # True: a constraint (grammar, JSON schema) is complete
             if tokenizer.is_eog(token):
                 self.finish_reason = "stop"
                 yield Piece(token, pending + decoder.flush(), lp, top)
@@ -144,6 +144,10 @@ class Generation:
                     self.finish_reason = "stop"
                     yield Piece(token, pending[:hit], lp, top)
                     return
+            if complete:
+                self.finish_reason = "stop"
+                yield Piece(token, pending + decoder.flush(), lp, top)
+                return
             if self.n_generated >= max_tokens or len(session.tokens) >= n_ctx:
                 self.finish_reason = "length"
                 self.context_full = self.n_generated < max_tokens
@@ -158,12 +162,15 @@ class Generation:
 
 
 def generate(model, session, prompt_ids, params: SamplingParams, max_tokens: int = -1,
-             stop=(), logprobs: int | None = None) -> Generation:
+             stop=(), logprobs: int | None = None, logit_bias: dict[int, float] | None = None,
+             constraint=None) -> Generation:
     """Generate after `prompt_ids` in `session` (see the module docstring). max_tokens < 0: until an
     end-of-generation token or a full context. logprobs: None for none, k >= 0 for the chosen token's
-    logprob plus the k best alternatives."""
+    logprob plus the k best alternatives. logit_bias and constraint go to the Sampler; when the
+    sampler says a constraint is complete, the generation ends with "stop"."""
     if len(prompt_ids) == 0:
         raise ValueError("empty prompt: nothing to continue from")
     if len(prompt_ids) > session.n_ctx:
         raise PromptTooLong(f"the prompt is {len(prompt_ids)} tokens but the context holds {session.n_ctx}")
-    return Generation(model, session, prompt_ids, params, max_tokens, stop, logprobs)
+    sampler = Sampler(params, logit_bias=logit_bias, constraint=constraint)
+    return Generation(model, session, prompt_ids, sampler, max_tokens, stop, logprobs)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingParams:          # llama.cpp's defaults
     temperature: float = 0.8   # <= 0: greedy
     top_k: int = 40            # <= 0: off
@@ -110,10 +110,19 @@ def _logsumexp(z):
 class Sampler:
     """The chain for one generation. Owns the numpy Generator so a seeded run repeats exactly."""
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, logit_bias: dict[int, float] | None = None, constraint=None):
+        # logit_bias and constraint: taken by the generation loop for every request (see accept); a
+        # sampler without them samples exactly as before
         self.params = params
+        self.logit_bias = logit_bias
+        self.constraint = constraint
         seed = params.seed if params.seed is not None and params.seed >= 0 else None
         self.rng = np.random.default_rng(seed)
+
+    def accept(self, token: int) -> bool:
+        """Record the token the generation kept; True when a constraint is complete (the generation then
+        ends with finish_reason "stop"). Without a constraint there is nothing to complete."""
+        return False
 
     def sample(self, logits: np.ndarray, history) -> int:
         """Next token id from logits float32 [vocab]; `history` = the ids in context, oldest first."""

@@ -79,6 +79,7 @@ class Engine:
         self.session = model.new_session()
         self.n_ctx = self.session.n_ctx
         self.vocab_size = model.config.vocab_size
+        self.n_slots = 1
         self.max_queue = max_queue
         # held around every use of the model, so a foreground terminal chat in the same process and this
         # worker take turns (see runtime.chat); the worker is the only thread that touches self.session
@@ -117,7 +118,8 @@ class Engine:
                 if not g.cache_prompt:
                     self.session.truncate(0)
                 gen = generate(self.model, self.session, job.prompt_ids, g.params, max_tokens=g.max_tokens,
-                               stop=list(g.stop), logprobs=g.logprobs)
+                               stop=list(g.stop), logprobs=g.logprobs, logit_bias=g.logit_bias,
+                               constraint=g.constraint)
                 for piece in gen:
                     if job.cancelled.is_set():
                         log.info("client gone: generation stopped after %d tokens", gen.n_generated)
@@ -137,7 +139,17 @@ class Engine:
             self.busy = False
 
     # ---- event loop --------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], gen: GenOptions) -> Job:
+    def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The prompt of a conversation through this server's chat template; 400 when the template
+        refuses it. (Any thread: it touches the tokenizer, not the model.)"""
+        from .chat_template import ChatTemplateError, chat_prompt_ids
+        try:
+            return chat_prompt_ids(self.model, self.template, messages)
+        except ChatTemplateError as e:
+            raise APIError(400, str(e), param="messages") from None
+
+    def submit(self, prompt_ids: list[int], gen: GenOptions, client=None) -> Job:
+        """Queue a generation. `client`: the requester's identity (see server_http.client_id)."""
         if len(prompt_ids) >= self.n_ctx:
             raise APIError(400, f"the prompt is {len(prompt_ids)} tokens but the context holds {self.n_ctx}: "
                                 "shorten the conversation", param="messages", code="context_length_exceeded")

@@ -8,7 +8,9 @@
   CORS preflight. Browsers send `Origin` on those, so any request whose Origin is not our own is refused.
   We never send CORS headers, so nothing cross-origin can read a response either.
 - `--api-key`: every API route needs `Authorization: Bearer KEY` (or llama.cpp's `X-Api-Key: KEY`); the
-  static web UI and /health do not, so the page can load and ask for the key.
+  static web UI and /health do not, so the page can load and ask for the key. Several keys may be given;
+  the index of the one a request matched goes into the ASGI scope as `scope["chatfile.client"]` (the
+  key itself never does), and the engine never lets two identities share a cached prompt.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import socket
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 PUBLIC_PATHS = ("/health", "/v1/health")
-API_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
+API_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/props", "/slots")
 
 
 def _error_body(message: str, type: str) -> bytes:
@@ -56,10 +58,10 @@ def allowed_host_names(bind_host: str) -> frozenset[str]:
 class Guard:
     """ASGI middleware in front of the whole app."""
 
-    def __init__(self, app, bind_host: str, api_key: str | None):
+    def __init__(self, app, bind_host: str, api_keys: tuple[str, ...] = ()):
         self.app = app
         self.allowed = allowed_host_names(bind_host)
-        self.api_key = api_key.encode() if api_key else None
+        self.api_keys = tuple(k.encode() for k in api_keys)
 
     def host_allowed(self, host: str) -> bool:
         name = host_name(host)
@@ -71,6 +73,17 @@ class Guard:
         except ValueError:
             return False
 
+    def client(self, key: str | None) -> int | None:
+        """The index of the API key `key` matches (every key compared, in constant time each), or None."""
+        if key is None:
+            return None
+        given = key.encode("latin-1")
+        matched = None
+        for i, k in enumerate(self.api_keys):
+            if hmac.compare_digest(given, k) and matched is None:
+                matched = i
+        return matched
+
     def refusal(self, scope) -> tuple[int, str, str] | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host")
@@ -81,13 +94,15 @@ class Guard:
         if origin is not None and (host is None or origin.lower() != f"{scope['scheme']}://{host}".lower()):
             return 403, f"cross-origin request from {origin!r} refused", "forbidden"
         path = scope["path"]
-        if self.api_key and path.startswith(API_PREFIXES) and path not in PUBLIC_PATHS:
+        if self.api_keys and path.startswith(API_PREFIXES) and path not in PUBLIC_PATHS:
             key = headers.get("x-api-key")
             auth = headers.get("authorization", "")
             if auth[:7].lower() == "bearer ":
                 key = auth[7:].strip()
-            if key is None or not hmac.compare_digest(key.encode("latin-1"), self.api_key):
+            client = self.client(key)
+            if client is None:
                 return 401, "invalid or missing API key: send 'Authorization: Bearer KEY'", "authentication_error"
+            scope["chatfile.client"] = client
         return None
 
     async def __call__(self, scope, receive, send):

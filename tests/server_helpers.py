@@ -36,7 +36,9 @@ class LiveServer:
 
 
 def start_server(model, **options) -> LiveServer:
-    from runtime.server import ServerOptions, bind, create_app, make_server, serve_in_thread
+    from runtime.launch import bind, make_server, serve_in_thread
+    from runtime.options import ServerOptions
+    from runtime.server import create_app
     opts = ServerOptions(**options)
     sock = bind("127.0.0.1", 0)
     app, engine = create_app(model, opts)

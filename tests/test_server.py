@@ -284,12 +284,12 @@ def test_non_streaming_disconnect_stops_generation(live_server, caplog):
 # ---- security --------------------------------------------------------------------------------------
 
 def test_api_key_guards_every_api_route(smollm2_model):
-    server = start_server(smollm2_model, api_key="s3cret")
+    server = start_server(smollm2_model, api_keys=("s3cret",))
     try:
         u = server.url
         for method, path, body in [("GET", "/v1/models", None), ("POST", "/v1/chat/completions", {}),
                                    ("POST", "/v1/completions", {}), ("POST", "/tokenize", {"content": "a"}),
-                                   ("POST", "/detokenize", {"tokens": [1]})]:
+                                   ("POST", "/detokenize", {"tokens": [1]}), ("GET", "/props", None)]:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
                 r = httpx.request(method, u + path, json=body, headers=headers, timeout=60)
                 assert r.status_code == 401, (path, headers)
@@ -343,16 +343,22 @@ def cli_greedy(model_path, prompt, n):
     return out.stdout
 
 
-def test_cli_server_matches_cli_prompt(smollm2_path):
-    """`python -m runtime --server` as users start it; its greedy completion equals `-p --temp 0`."""
+def test_cli_server_matches_cli_prompt(smollm2_path, smollm2_model):
+    """`python -m runtime --server` as users start it; its greedy completion equals `-p --temp 0`. The
+    sampling flags it was started with are the defaults GET /props reports (llama-server's shape: the web
+    UI reads them), and each of several comma-separated API keys is accepted."""
     prompt, n = "The best thing about living by the sea is", 24
     port = free_port()
-    proc = subprocess.Popen(runtime_cmd("--server", "--port", str(port), "--nobrowser", "-m", str(smollm2_path)),
+    proc = subprocess.Popen(runtime_cmd("--server", "--port", str(port), "--nobrowser", "-m", str(smollm2_path),
+                                        "--temp", "0.2", "--top-k", "7", "--min-p", "0.1", "--top-p", "0.9",
+                                        "-s", "5", "-n", "50", "--api-key", "k1,k2"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc)
-        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
+        assert httpx.get(url + "/props", timeout=60).status_code == 401
+        props = httpx.get(url + "/props", headers={"Authorization": "Bearer k2"}, timeout=60).json()
+        c = openai.OpenAI(base_url=url + "/v1", api_key="k1", max_retries=0, timeout=300)
         api_text = c.completions.create(model="m", prompt=prompt, temperature=0, max_tokens=n,
                                         extra_body=FRESH).choices[0].text
     finally:
@@ -361,6 +367,14 @@ def test_cli_server_matches_cli_prompt(smollm2_path):
     assert f"http://127.0.0.1:{port}/" in stderr
     assert "warning" not in stderr.lower()
     assert cli_greedy(smollm2_path, prompt, n).rstrip("\n") == api_text.rstrip("\n")
+    settings = props["default_generation_settings"]
+    assert settings["n_ctx"] == 8192 and props["total_slots"] == 1
+    assert {k: settings["params"][k] for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty",
+                                               "seed", "n_predict", "max_tokens")} == {
+        "temperature": 0.2, "top_k": 7, "top_p": 0.9, "min_p": 0.1, "repeat_penalty": 1.0, "seed": 5,
+        "n_predict": 50, "max_tokens": 50}
+    assert props["chat_template"] == smollm2_model.gguf.metadata["tokenizer.chat_template"]
+    assert props["model_path"] == smollm2_path.name and "/" not in props["model_path"]
 
 
 def test_default_mode_takes_next_free_port_and_other_hosts_warn(smollm2_path):

@@ -152,7 +152,7 @@ def test_model_output_cannot_run_script(page):
 
 
 def test_api_key_prompt(browser, smollm2_model):
-    server = start_server(smollm2_model, api_key="k3y")
+    server = start_server(smollm2_model, api_keys=("k3y",))
     try:
         page = browser.new_page()
         page.goto(server.url + "/")

@@ -1,0 +1,142 @@
+"""The OpenAI API family: /v1/models, /v1/chat/completions, /v1/completions.
+
+    GET  /v1/models             the one model
+    POST /v1/chat/completions   OpenAI chat (stream via Server-Sent Events), llama.cpp's extra samplers
+    POST /v1/completions        raw prompt (text, or token ids used as they are)
+
+Each handler validates (api_schema), submits a Job to the engine, and formats what comes back as
+OpenAI's objects: a whole response, or SSE chunks ending in `data: [DONE]`.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import api_schema
+from .api_schema import APIError, GenOptions
+from .server_engine import Done, Failed, Job, piece_logprobs
+from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
+                          state)
+
+
+def usage(done: Done) -> dict:
+    return {"prompt_tokens": done.n_prompt, "completion_tokens": done.n_generated,
+            "total_tokens": done.n_prompt + done.n_generated,
+            "prompt_tokens_details": {"cached_tokens": done.n_cached}}
+
+
+def timings(done: Done) -> dict:
+    """llama.cpp's `timings` object (the web UI shows tokens/s from it). The first token comes out of the
+    prefill, so t_generate covers n_generated - 1 decode steps."""
+    n_eval = done.n_prompt - done.n_cached
+    n_decoded = max(done.n_generated - 1, 0)
+    return {"cache_n": done.n_cached, "prompt_n": n_eval, "prompt_ms": done.t_prompt * 1e3,
+            "prompt_per_second": n_eval / done.t_prompt if done.t_prompt > 0 else None,
+            "predicted_n": done.n_generated, "predicted_ms": done.t_generate * 1e3,
+            "predicted_per_second": n_decoded / done.t_generate if n_decoded and done.t_generate > 0 else None}
+
+
+async def models(request: Request) -> Response:
+    engine = state(request).engine
+    return JSONResponse({"object": "list", "data": [{
+        "id": engine.name, "object": "model", "created": 0, "owned_by": "chatfile",
+        "meta": {"n_ctx": engine.n_ctx, "n_vocab": engine.vocab_size}}]})
+
+
+async def chat_completions(request: Request) -> Response:
+    st = state(request)
+    req = api_schema.chat_request(await json_body(request), st.limits)
+    ids = await asyncio.to_thread(st.engine.chat_prompt_ids, req.messages)
+    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    st = state(request)
+    req = api_schema.completion_request(await json_body(request), st.limits)
+    ids = req.prompt if isinstance(req.prompt, list) else \
+        await asyncio.to_thread(st.engine.model.tokenize, req.prompt, True, True)
+    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=False)
+
+
+# ---- generation -> OpenAI objects ------------------------------------------------------------------
+
+async def respond(request: Request, ids: list[int], gen: GenOptions, stream: bool, include_usage: bool,
+                  chat: bool) -> Response:
+    engine = state(request).engine
+    job = engine.submit(ids, gen, client=client_id(request))
+    head = {"id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": engine.name}
+    if stream:
+        return JobStream(job, _stream(engine, job, head, include_usage, chat))
+    events = await collect_unless_disconnected(request, job)
+    if events is None:                       # nobody is listening any more
+        return client_gone()
+    last = events[-1]
+    if isinstance(last, Failed):
+        return JSONResponse(APIError(500, last.message, type="server_error").body(), status_code=500)
+    pieces = events[:-1]
+    text = "".join(p.text for p in pieces)
+    choice = {"index": 0, "finish_reason": last.finish_reason,
+              "logprobs": _logprobs(engine, pieces, chat) if gen.logprobs is not None else None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return JSONResponse({**head, "choices": [choice], "usage": usage(last), "timings": timings(last)})
+
+
+async def _stream(engine, job: Job, head: dict, include_usage: bool, chat: bool):
+    """SSE: a role chunk, content chunks, a finish_reason chunk, [usage chunk], `data: [DONE]`."""
+    head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+
+    def chunk(text: str | None, finish_reason=None, logprobs=None) -> dict:
+        choice = {"index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
+        if chat:
+            choice["delta"] = {} if text is None else {"content": text}
+        else:
+            choice["text"] = text or ""
+        return {**head, "choices": [choice]}
+
+    want_logprobs = job.gen.logprobs is not None
+    if chat:
+        yield sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None, "finish_reason": None}]})
+    async for item in job.stream():
+        if isinstance(item, Failed):
+            yield sse(APIError(500, item.message, type="server_error").body())
+            break
+        if isinstance(item, Done):
+            yield sse({**chunk(None, item.finish_reason), "timings": timings(item)})
+            if include_usage:
+                yield sse({**head, "choices": [], "usage": usage(item)})
+            break
+        if item.text or want_logprobs:
+            yield sse(chunk(item.text, logprobs=_logprobs(engine, [item], chat) if want_logprobs else None))
+    yield "data: [DONE]\n\n"
+
+
+def _logprobs(engine, pieces: list, chat: bool) -> dict:
+    entries = [piece_logprobs(engine, p) for p in pieces]
+    if chat:   # OpenAI chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}
+        return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()),
+                             "top_logprobs": [{"token": a, "logprob": alp, "bytes": list(a.encode())}
+                                              for a, alp in top]} for t, lp, top in entries]}
+    offsets, pos = [], 0   # legacy completions: parallel arrays
+    for p in pieces:
+        offsets.append(pos)
+        pos += len(p.text)
+    return {"tokens": [t for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [dict(top) for _, _, top in entries], "text_offset": offsets}
+
+
+ROUTES = [
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+]
