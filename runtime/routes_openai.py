@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import api_schema
+from . import api_schema, logprobs
 from .api_schema import APIError, GenOptions
-from .server_engine import Done, Failed, Job, piece_logprobs
+from .server_engine import Done, Failed, Job
 from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
                           state)
 
@@ -122,17 +122,10 @@ async def _stream(engine, job: Job, head: dict, include_usage: bool, chat: bool)
 
 
 def _logprobs(engine, pieces: list, chat: bool) -> dict:
-    entries = [piece_logprobs(engine, p) for p in pieces]
+    tokenizer = engine.model.tokenizer
     if chat:   # OpenAI chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}
-        return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()),
-                             "top_logprobs": [{"token": a, "logprob": alp, "bytes": list(a.encode())}
-                                              for a, alp in top]} for t, lp, top in entries]}
-    offsets, pos = [], 0   # legacy completions: parallel arrays
-    for p in pieces:
-        offsets.append(pos)
-        pos += len(p.text)
-    return {"tokens": [t for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
-            "top_logprobs": [dict(top) for _, _, top in entries], "text_offset": offsets}
+        return {"content": logprobs.chat_content(tokenizer, pieces)}
+    return logprobs.legacy_completion(tokenizer, pieces)   # legacy completions: parallel arrays
 
 
 ROUTES = [

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .api_schema import APIError, GenOptions
-from .generate import Generation, Piece, generate
+from .generate import Generation, generate
 
 log = logging.getLogger("chatfile.server")
 
@@ -165,9 +165,3 @@ class Engine:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def piece_logprobs(engine: Engine, piece: Piece) -> tuple[str, float, list[tuple[str, float]]]:
-    """(token text, logprob, [(alternative text, logprob)]) of one generated token."""
-    detok = engine.model.detokenize
-    top = [(detok([t]), lp) for t, lp in (piece.top_logprobs or [])]
-    return detok([piece.token_id]), piece.logprob, top
