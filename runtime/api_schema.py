@@ -223,7 +223,9 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 
 
 def _content(i: int, content) -> str:
-    """A message's content: a string, or OpenAI's array of {"type": "text", "text": ...} parts."""
+    """A message's content: a string, or OpenAI's array of {"type": "text", "text": ...} parts, joined
+    as llama.cpp joins them (common/chat.cpp): a "\n" before each part once some text is there, so
+    leading empty parts add nothing."""
     name = f"messages[{i}].content"
     if isinstance(content, str):
         return content
@@ -233,8 +235,9 @@ def _content(i: int, content) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise APIError(400, f"'{name}[{j}]' must be {{\"type\": \"text\", \"text\": string}}; "
                                     "this model reads text only", param=name)
-            texts.append(part["text"])
-        return "".join(texts)
+            if texts or part["text"]:
+                texts.append(part["text"])
+        return "\n".join(texts)
     raise _wrong(name, "a string or an array of text parts", content)
 
 
