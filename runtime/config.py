@@ -52,6 +52,8 @@ class ModelConfig:
     ffn_gelu: bool               # GELU(tanh)-gated feed-forward (gemma3) instead of SiLU (SwiGLU)
     qk_norm: bool                # per-head RMS norms of q and k (attn_q_norm, attn_k_norm)
     post_norms: bool             # RMS norms on the attention and FFN outputs before the residual add
+    # embeddings
+    pooling: str | None = None   # pooling_type the GGUF declares ("none", "mean", "cls", "last", "rank")
 
     @property
     def n_rep(self) -> int:
@@ -108,6 +110,7 @@ class ModelConfig:
         rope_scaling = get(Keys.ROPE_SCALING_TYPE, "none", str)
         rope_factor = get(Keys.ROPE_SCALING_FACTOR, 0.0, float)           # 0 = no scaling
         sliding_window = get(Keys.SLIDING_WINDOW, 0) if arch == "gemma3" else 0
+        pooling_type = get(Keys.POOLING_TYPE, -1)                         # default: none declared
 
         if min(dim, n_layers, hidden_dim, n_heads, n_kv_heads, head_dim, vocab_size) <= 0:
             raise ModelError(f"{arch} model: sizes must be positive (dim {dim}, layers {n_layers}, "
@@ -163,4 +166,6 @@ class ModelConfig:
             q_scale=q_scale, kq_scale=kq_scale,
             embed_scale=math.sqrt(dim) if gemma else 1.0,
             ffn_gelu=gemma, qk_norm=gemma, post_norms=gemma,
+            # enum llama_pooling_type
+            pooling={0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}.get(pooling_type),
         )

@@ -208,6 +208,14 @@ class Session:
 
     def eval(self, token_ids) -> np.ndarray:
         """Append token_ids to the context; float32 [vocab_size] logits after the last of them."""
+        return self._eval(token_ids, hidden=False)
+
+    def hidden(self, token_ids) -> np.ndarray:
+        """Append token_ids to the context; float32 [T, dim]: each new position's hidden state after the
+        final norm (llama.cpp's t_embd, what embedding pooling reads). No output head is applied."""
+        return self._eval(token_ids, hidden=True)
+
+    def _eval(self, token_ids, hidden: bool) -> np.ndarray:
         ids = np.asarray(list(token_ids), dtype=np.int64).reshape(-1)
         T = len(ids)
         if T == 0:
@@ -225,9 +233,9 @@ class Session:
             if self._many is None or self._many.rows < T:
                 self._many = _Buffers(self.model.config, T)
             buf = self._many
-        logits = self._forward(ids, pos0, buf)
+        out = self._forward(ids, pos0, buf, hidden)
         self.tokens.extend(int(i) for i in ids)
-        return logits
+        return out
 
     # ---- the forward pass ----
 
@@ -252,7 +260,7 @@ class Session:
             else:
                 kernels.matmul(w, xq, out)
 
-    def _forward(self, ids: np.ndarray, pos0: int, buf: _Buffers) -> np.ndarray:
+    def _forward(self, ids: np.ndarray, pos0: int, buf: _Buffers, hidden: bool = False) -> np.ndarray:
         m = self.model
         c = m.config
         eps = np.float32(c.norm_eps)
@@ -302,6 +310,10 @@ class Session:
             if L.post_ffn_norm is not None:
                 ops.rms_norm(o, o, L.post_ffn_norm, eps)
             x += o
+
+        if hidden:      # embeddings: every position through the final norm, no head
+            ops.rms_norm(xn, x, m.output_norm, eps)
+            return xn.copy()
 
         # output head on the last position only
         last = xn[T - 1:T]
