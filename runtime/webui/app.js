@@ -2,12 +2,18 @@
 // State lives in localStorage (conversations, settings, the API key), so it survives reloads and never
 // leaves this browser. Model output is Markdown rendered by marked, sanitized by DOMPurify before it
 // touches the DOM (and the server's Content-Security-Policy forbids inline script besides).
-"use strict";
+import { renderMarkdown } from "./render.js";
 
 const STORE = { conversations: "chatfile.conversations", settings: "chatfile.settings", apiKey: "chatfile.apiKey" };
 const DEFAULTS = { system: "", temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05, repeat_penalty: 1.0,
                    max_tokens: "", seed: "" };
-const $ = (id) => document.getElementById(id);
+// The page's controls, looked up once at start-up before any model output is on the page, so nothing a
+// reply renders (an element with the same id, say) can stand in for one of them.
+const ui = {};
+const $ = (id) => ui[id];
+function captureControls() {
+  for (const el of document.querySelectorAll("body [id]")) ui[el.id] = el;
+}
 
 const state = {
   conversations: load(STORE.conversations, []),   // [{id, title, updated, messages: [{role, content, stats}]}]
@@ -25,30 +31,6 @@ function save() {
 }
 function current() { return state.conversations.find((c) => c.id === state.currentId) || null; }
 function setStatus(text, isError = false) { $("status").textContent = text; $("status").classList.toggle("error", isError); }
-
-// ---- markdown ---------------------------------------------------------------------------------------
-// No images either: a text model has none to show, and an <img> would make the browser fetch a URL of the
-// model's choosing (the CSP already limits that to this server).
-function renderMarkdown(el, text) {
-  const html = window.marked ? marked.parse(text, { gfm: true, breaks: false }) : null;
-  if (html === null || !window.DOMPurify) { el.textContent = text; return; }
-  el.innerHTML = DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, FORBID_TAGS: ["style", "form", "input", "img"] });
-  for (const code of el.querySelectorAll("pre code")) {
-    if (window.hljs) hljs.highlightElement(code);
-    const copy = document.createElement("button");
-    copy.type = "button"; copy.className = "copy-code"; copy.textContent = "Copy";
-    copy.addEventListener("click", () => copyText(code.textContent, copy));
-    code.parentElement.appendChild(copy);
-  }
-}
-async function copyText(text, button) {
-  try { await navigator.clipboard.writeText(text); }
-  catch {                                              // http:// pages without clipboard permission
-    const area = document.createElement("textarea");
-    area.value = text; document.body.appendChild(area); area.select(); document.execCommand("copy"); area.remove();
-  }
-  button.textContent = "Copied"; setTimeout(() => { button.textContent = "Copy"; }, 1200);
-}
 
 // ---- sidebar ----------------------------------------------------------------------------------------
 function renderList() {
@@ -274,6 +256,7 @@ async function loadModel() {
 }
 
 function init() {
+  captureControls();
   renderSettings(); renderAll(); loadModel();
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
