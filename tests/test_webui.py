@@ -267,8 +267,9 @@ def test_model_output_cannot_act_as_the_page(page, live_server):
 
     # the real Stop still stops a reply
     set_setting(page, "max_tokens", "200")
+    set_setting(page, "temperature", "0")
     page.click("#settings-toggle")
-    send(page, "Raconte une longue histoire.")
+    send(page, "Write a very long story about a dragon who learns to bake bread.")
     page.wait_for_function("() => document.querySelectorAll('.message.assistant')[2]?.querySelector('.body')"
                            ".textContent.length > 5", timeout=120_000)
     page.click(STOP, timeout=5_000)
