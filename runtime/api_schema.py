@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from .sampler import SamplingParams
@@ -18,6 +19,7 @@ MAX_STOP = 16                      # OpenAI allows 4; llama.cpp users send a few
 MAX_STOP_CHARS = 512               # per stop string; generate() holds back this much text at worst
 MAX_TOP_LOGPROBS = 20              # OpenAI's limit
 MAX_SEED = 2**64                   # numpy's SeedSequence takes any non-negative int; we keep it 64-bit
+MAX_INT_DIGITS = 32                # longer integer literals are parsed as floats (see parse_body)
 
 
 class APIError(Exception):
@@ -73,7 +75,13 @@ class Limits:
 # ---- body -> dict ---------------------------------------------------------------------------------
 
 def parse_body(raw: bytes) -> dict:
-    """Bytes of a request body -> the JSON object it holds."""
+    """Bytes of a request body -> the JSON object it holds.
+
+    Numbers: an integer literal of more than MAX_INT_DIGITS digits becomes a float (inf when past
+    float range), so no later check or arithmetic meets an int that overflows float() or str()
+    (Python refuses to convert ints of over 4300 digits at all); every field that wants an integer
+    refuses it by range. Strings: JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which is no
+    character and cannot be encoded; it is refused here, naming the field."""
     if not raw:
         raise APIError(400, "request body is empty; expected a JSON object")
     try:
@@ -81,14 +89,46 @@ def parse_body(raw: bytes) -> dict:
     except UnicodeDecodeError as e:
         raise APIError(400, f"request body is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})")
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise APIError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")
     except RecursionError:
         raise APIError(400, "request body is not valid JSON: nested too deeply")
     if not isinstance(body, dict):
         raise APIError(400, f"request body must be a JSON object, got {_json_type(body)}")
+    if _SURROGATE_ESCAPE.search(text):          # rare: only then walk the body to find the string
+        where = _lone_surrogate(body)
+        if where is not None:
+            raise APIError(400, f"'{where}' contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape "
+                                "without its pair), which is not a character", param=where)
     return body
+
+
+def _parse_int(literal: str):
+    return int(literal) if len(literal) <= MAX_INT_DIGITS else float(literal)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(body) -> str | None:
+    """The path ('messages[0].content') of the first string (key or value) holding a lone surrogate.
+    Iterative: the body may nest as deep as the JSON parser allowed."""
+    stack = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "(body)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return f"{path}.{key!a}" if path else ascii(key)
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
 
 
 # ---- field checks ----------------------------------------------------------------------------------
@@ -126,30 +166,37 @@ def _int(body: dict, name: str, lo: int, hi: int, default):
         return default
     # JSON true/false arrive as Python bools, which are ints: refuse them explicitly.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not value.is_integer()):
+            isinstance(value, float) and math.isfinite(value) and not value.is_integer()):
         raise _wrong(name, "an integer", value)
-    value = int(value)
-    if not lo <= value <= hi:
-        raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {value}", param=name)
-    return value
+    if not lo <= value <= hi:      # also a huge literal, parsed as a float (parse_body), and NaN
+        raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {_shown(value)}", param=name)
+    return int(value)
 
 
 def _num(body: dict, name: str, lo: float, hi: float, default: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise _wrong(name, "a finite number", value)
     if not lo <= value <= hi:
-        raise APIError(400, f"'{name}' must be between {lo:g} and {hi:g}, got {value:g}", param=name)
+        raise APIError(400, f"'{name}' must be between {lo:g} and {hi:g}, got {_shown(value)}", param=name)
     return float(value)
+
+
+def _shown(number) -> str:
+    """A number for an error message: short, whatever its size."""
+    if isinstance(number, float):
+        return f"{number:g}" if math.isfinite(number) else "a number out of range"
+    return str(number) if abs(number) < 10**15 else f"{float(number):g}"
 
 
 def _check_fields(body: dict, known: frozenset) -> None:
     unknown = sorted(k for k in body if k not in known)
     if unknown:
-        raise APIError(400, f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(map(repr, unknown))}",
-                       param=unknown[0])
+        shown = ", ".join(repr(k[:64]) for k in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        raise APIError(400, f"unknown field{'s' if len(unknown) > 1 else ''}: {shown}", param=unknown[0][:64])
 
 
 def _stop(body: dict) -> tuple[str, ...]:
@@ -255,9 +302,10 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
         if not isinstance(m, dict):
             raise _wrong(f"messages[{i}]", "an object", m)
         role = m.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
+            got = repr(role[:100]) if isinstance(role, str) else _json_type(role)
             raise APIError(400, f"'messages[{i}].role' must be one of system, developer, user, assistant; "
-                                f"got {role!r}"[:300], param=f"messages[{i}].role")
+                                f"got {got}", param=f"messages[{i}].role")
         if "content" not in m:
             raise APIError(400, f"missing required field 'messages[{i}].content'", param=f"messages[{i}].content")
         checked.append({"role": _ROLES[role], "content": _content(i, m["content"])})

@@ -86,7 +86,8 @@ def sampling_params(args) -> SamplingParams:
 
 
 def chat_options(args) -> ChatOptions:
-    return ChatOptions(params=sampling_params(args), max_tokens=args.n_predict, system=args.system or None,
+    system = _utf8_argument(args.system, "--system") if args.system else None
+    return ChatOptions(params=sampling_params(args), max_tokens=args.n_predict, system=system,
                        chat_template=args.chat_template)
 
 
@@ -135,12 +136,21 @@ def read_prompt(args) -> str:
     elif args.prompt == "-":
         data = sys.stdin.buffer.read()
     else:
-        return args.prompt
+        return _utf8_argument(args.prompt, "prompt")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"prompt is not UTF-8 text: {e}") from None
     return text[:-1] if text.endswith("\n") else text
+
+
+def _utf8_argument(value: str, what: str) -> str:
+    """A command-line argument as UTF-8 text. Python decodes argv with surrogateescape, so bytes that
+    are not UTF-8 arrive as lone surrogates, which no tokenizer can take: refuse them here."""
+    try:
+        return os.fsencode(value).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what} is not UTF-8 text: {e}") from None
 
 
 def load_model(args, embedded):

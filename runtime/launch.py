@@ -16,7 +16,7 @@ import time
 
 from .options import ChatOptions, LaunchOptions, ServerOptions
 from .server import create_app
-from .server_guard import h11_with_header_timeout, is_loopback
+from .server_guard import ConnectionLimits, h11_protocol, is_loopback
 
 
 def bind(host: str, port: int, scan: int = 1) -> socket.socket:
@@ -39,10 +39,12 @@ def bind(host: str, port: int, scan: int = 1) -> socket.socket:
 
 def make_server(app, options: ServerOptions):
     import uvicorn
-    config = uvicorn.Config(
-        app, http=h11_with_header_timeout(options.request_timeout), loop="asyncio", ws="none",
+    limits = ConnectionLimits(header_timeout=options.request_timeout, max_connections=options.max_connections,
+                              max_per_client=max(1, options.max_connections // 4))
+    config = uvicorn.Config(   # connection limits are server_guard's, not uvicorn's limit_concurrency
+        app, http=h11_protocol(limits), loop="asyncio", ws="none",
         lifespan="off", interface="asgi3", log_level="warning", access_log=False,
-        limit_concurrency=options.max_connections, timeout_keep_alive=5, timeout_graceful_shutdown=2)
+        limit_concurrency=None, timeout_keep_alive=limits.idle_timeout, timeout_graceful_shutdown=2)
     return uvicorn.Server(config)
 
 

@@ -8,7 +8,7 @@ An API family is one module holding a plain list of starlette Routes (`ROUTES`);
 engine, the options and the request limits through `server_http.state(request)`. Adding a family is
 one module and one line in `API_FAMILIES`.
 
-Layers, outside in: server_guard (Host/Origin/API key, header deadline) -> the routes, which read the
+Layers, outside in: server_guard (Host/Origin/API key, connection limits) -> the routes, which read the
 body under a size limit and a deadline and validate it (api_schema) -> server_engine (the model).
 Every refusal is OpenAI's error JSON with a 4xx status. Starting the server (binding, the port scan,
 the browser, the terminal chat beside it) is runtime.launch.

@@ -1,4 +1,4 @@
-"""What stands between the network and the routes: Host/Origin checks, the API key, a header timeout.
+"""What stands between the network and the routes: Host/Origin checks, the API key, connection limits.
 
 - DNS rebinding: a page on evil.example can make its own name resolve to 127.0.0.1 and then talk to us as
   "same origin". The browser still sends `Host: evil.example`, so only Host names we know are let in:
@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import socket
+from dataclasses import dataclass
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -118,38 +119,144 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-def h11_with_header_timeout(timeout: float):
-    """uvicorn's h11 protocol, plus a deadline for a client to finish sending its request headers.
+# ---- connections --------------------------------------------------------------------------------
+#
+# Slow and idle clients. uvicorn times out a keep-alive connection only while no byte arrives, never a
+# fresh connection that stays silent, and its `limit_concurrency` counts open connections, so 256 idle
+# sockets made every request get 503. Instead:
+# - every request's headers must arrive within `header_timeout` of the connection opening or of the
+#   previous response (408 and close), so trickling bytes keeps no connection open;
+# - a connection that sends nothing for `idle_timeout` (fresh, or between requests) is closed;
+# - at `max_connections`, a new connection closes the one that has waited longest without a request in
+#   progress (idle, or still sending its headers), else the oldest one still sending its body; only
+#   when every connection is being answered is the new one refused (503). Connections being answered
+#   are bounded by the engine's queue, so a well-behaved client always gets in;
+# - one remote address (not loopback, where every local client looks the same) holds at most
+#   `max_per_client` connections: past that it displaces its own, never someone else's.
 
-    uvicorn times out idle keep-alive connections but not a client that opens a connection and trickles
-    its headers forever (slowloris); such a client gets a 408 and is disconnected. The body has its own
-    deadline in the route (server.read_body).
-    """
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float = 30.0      # seconds from connection (or previous response) to a full header
+    idle_timeout: float = 5.0         # seconds without a byte before an idle connection is closed
+    max_connections: int = 256
+    max_per_client: int = 64          # per remote address, loopback excepted (server.py: a quarter)
+
+
+class _Registry:
+    """The open connections of one server, for choosing which one makes room for a new one."""
+
+    def __init__(self, limits: ConnectionLimits):
+        self.limits = limits
+        self.open: dict = {}                              # protocol -> its remote address
+        self.per_address: dict[str, int] = {}
+
+    def admit(self, proto) -> bool:
+        """Register a new connection, closing another to make room; False: refuse this one."""
+        address = proto.client[0] if proto.client else ""
+        self.open[proto] = address
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        if address and not is_loopback(address) and self.per_address[address] > self.limits.max_per_client:
+            if not self._make_room(proto, lambda p: self.open[p] == address):
+                return False
+        if len(self.open) > self.limits.max_connections:
+            return self._make_room(proto, lambda p: True)
+        return True
+
+    def _make_room(self, newcomer, among) -> bool:
+        victim = min((p for p in self.open if p is not newcomer and among(p) and p.displaceable() is not None),
+                     key=lambda p: p.displaceable(), default=None)
+        if victim is None:
+            self.forget(newcomer)
+            return False
+        self.forget(victim)
+        victim.displace()
+        return True
+
+    def forget(self, proto) -> None:
+        address = self.open.pop(proto, None)
+        if address is not None:
+            self.per_address[address] -= 1
+            if not self.per_address[address]:
+                del self.per_address[address]
+
+
+def _raw_response(status: str, message: str, type: str) -> bytes:
+    body = _error_body(message, type)
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status.encode(), len(body), body))
+
+
+def h11_protocol(limits: ConnectionLimits):
+    """uvicorn's h11 protocol class with the connection rules above (pass as uvicorn's `http`, with
+    `limit_concurrency=None` and `timeout_keep_alive=limits.idle_timeout`)."""
+    registry = _Registry(limits)
 
     class Protocol(H11Protocol):
+        _header_deadline = None
+        _since = 0.0                  # when its current phase began: waiting for a request, or receiving one
+
         def connection_made(self, transport):
             super().connection_made(transport)
-            self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
+            if not registry.admit(self):
+                transport.write(_raw_response("503 Service Unavailable", f"server busy: all "
+                                              f"{limits.max_connections} connections are being answered",
+                                              "server_busy"))
+                transport.close()
+                return
+            self._await_request()
+            # uvicorn arms its keep-alive timer only after a response: a silent new connection too
+            self.timeout_keep_alive_task = self.loop.call_later(limits.idle_timeout, self.timeout_keep_alive_handler)
 
-        def handle_events(self):
-            super().handle_events()
-            if self.cycle is not None and self._header_deadline is not None:
-                self._header_deadline.cancel()
-                self._header_deadline = None
+        def _await_request(self):
+            self._since = self.loop.time()
+            self._cancel_deadline()
+            self._header_deadline = self.loop.call_later(limits.header_timeout, self._headers_too_slow)
 
-        def connection_lost(self, exc):
+        def _cancel_deadline(self):
             if self._header_deadline is not None:
                 self._header_deadline.cancel()
                 self._header_deadline = None
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def handle_events(self):
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:              # a request's headers arrived
+                self._cancel_deadline()
+                self._since = self.loop.time()
+
+        def on_response_complete(self):
+            super().on_response_complete()           # may already start a pipelined request
+            if not self.transport.is_closing() and self._between_requests():
+                self._await_request()
+
+        def connection_lost(self, exc):
+            self._cancel_deadline()
+            registry.forget(self)
             super().connection_lost(exc)
+
+        def displaceable(self) -> tuple | None:
+            """Sort key among connections that may be closed to make room (None: being answered):
+            waiting for a request first, then still sending a body; longest waiting first."""
+            if self._between_requests():
+                return (0, self._since)
+            if self.cycle.more_body and not self.cycle.response_started:
+                return (1, self._since)
+            return None
+
+        def displace(self):
+            self._cancel_deadline()
+            if not self._between_requests():
+                self.cycle.keep_alive = False
+            self.transport.close()
 
         def _headers_too_slow(self):
             self._header_deadline = None
-            if self.cycle is None and not self.transport.is_closing():
-                body = _error_body(f"request headers not received within {timeout:g} s", "timeout")
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            if self._between_requests() and not self.transport.is_closing():
+                self.transport.write(_raw_response("408 Request Timeout", "request headers not received "
+                                                   f"within {limits.header_timeout:g} s", "timeout"))
                 self.transport.close()
 
     return Protocol
-

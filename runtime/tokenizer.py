@@ -250,8 +250,9 @@ class Tokenizer:
             tid = vocab.get(piece)
             if tid is not None:
                 out.append(tid)
-            else:                  # an unknown character: its bytes (llama.cpp's rev_merge path only
-                out.extend(self._byte_token(b) for b in piece.encode("utf-8"))  # sees merged tokens)
+            else:   # an unknown character: its bytes (llama.cpp's rev_merge path only sees merged tokens);
+                # a lone surrogate (no character; the API refuses it) as BPE's byte_encode writes it
+                out.extend(self._byte_token(b) for b in piece.encode("utf-8", "surrogatepass"))
         return tuple(out)
 
     def _byte_token(self, b: int) -> int:

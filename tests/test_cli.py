@@ -101,3 +101,12 @@ def test_help_exits_0():
                  "--threads", "--chat", "--system", "--chat-template", "--server", "--host", "--port",
                  "--api-key", "--nobrowser", "--verbose"):
         assert flag in out, flag
+
+
+def test_prompt_and_system_prompt_that_are_not_utf8(smollm2_path):
+    """Bytes that are not UTF-8 on the command line (Python turns them into lone surrogates): one line."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args in ([b"-p", b"caf\xe9"], [b"--chat", b"--system", b"\xff\xfe"]):
+        r = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), *args], input=b"hi\n",
+                           capture_output=True, cwd=ROOT, env=env, timeout=600)
+        assert r.returncode == 2 and "not UTF-8 text" in one_error_line(r), r.stderr

@@ -212,3 +212,51 @@ def test_error_shape_is_what_openai_client_reads(live_server):
     with pytest.raises(openai.BadRequestError, match="'n' must be 1"):
         c.chat.completions.create(model="m", messages=OK_MESSAGES, n=3)
     assert json.loads(httpx.get(live_server.url + "/health", timeout=60).text)["status"] == "ok"
+
+
+HUGE = "9" * 5000           # over Python's 4300-digit limit for int <-> str
+BIG = "9" * 400             # overflows float()
+# (path, raw body, the status, the field the 4xx must name): numbers too large for any type, a
+# wrongly typed role, lone UTF-16 surrogates, in every place and on every endpoint
+HOSTILE_BODIES = [
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": %s}' % HUGE, 400, "max_tokens"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "seed": -%s}' % HUGE, 400, "seed"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "temperature": %s}' % BIG, 400, "temperature"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "temperature": %s.5}' % BIG, 400, "temperature"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "top_p": %se%s}' % (BIG, BIG), 400, "top_p"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "top_k": %s}' % BIG, 400, "top_k"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1e400}', 400, "max_tokens"),
+    (CHAT, '{"messages": [{"role": "user", "content": %s}]}' % HUGE, 400, "messages[0].content"),
+    (CHAT, '{"messages": [{"role": %s, "content": "Hi"}]}' % HUGE, 400, "messages[0].role"),
+    (CHAT, '{"messages": [{"role": [], "content": "Hi"}]}', 400, "messages[0].role"),
+    (CHAT, '{"messages": [{"role": {"a": 1}, "content": "Hi"}]}', 400, "messages[0].role"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "user": %s,'
+           ' "metadata": {"x": [%s]}}' % (HUGE, HUGE), 200, None),           # ignored fields: served
+    (CHAT, '{"messages": [{"role": "user", "content": "a\\ud800b"}]}', 400, "messages[0].content"),
+    (CHAT, '{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+     400, "messages[0].content[0].text"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "stop": ["\\ud83d"]}', 400, "stop[0]"),
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "\\udc00": 1}', 400, "udc00"),
+    (CHAT, '{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}], "max_tokens": 1}', 200, None),
+    ("/v1/completions", '{"prompt": [1, %s]}' % HUGE, 400, "prompt"),
+    ("/v1/completions", '{"prompt": "Hi", "logprobs": %s}' % BIG, 400, "logprobs"),
+    ("/v1/completions", '{"prompt": "\\ud800"}', 400, "prompt"),
+    ("/v1/completions", '{"prompt": ["\\ud800"]}', 400, "prompt[0]"),
+    ("/tokenize", '{"content": "x\\udbff"}', 400, "content"),
+    ("/tokenize", '{"content": %s}' % HUGE, 400, "content"),
+    ("/detokenize", '{"tokens": [%s]}' % HUGE, 400, "tokens"),
+    ("/detokenize", '{"tokens": [-%s]}' % BIG, 400, "tokens"),
+]
+
+
+@pytest.mark.parametrize("path,raw,status,field", HOSTILE_BODIES,
+                         ids=[f"{p}-{i}" for i, (p, *_) in enumerate(HOSTILE_BODIES)])
+def test_hostile_numbers_types_and_surrogates(live_server, path, raw, status, field):
+    r = httpx.post(live_server.url + path, content=raw.encode(), timeout=120,
+                   headers={"Content-Type": "application/json"})
+    if status == 200:
+        assert r.status_code == 200, r.text
+        return
+    assert_refused(r, 400, field)
+    assert field in r.json()["error"]["param"]
+    assert len(r.text) < 2000                       # the message quotes no 5000-digit number

@@ -213,3 +213,13 @@ def test_unknown_pre_tokenizer_is_a_clear_error(smollm2_path):
     meta["tokenizer.ggml.model"] = "t5"
     with pytest.raises(TokenizerError, match="not supported"):
         Tokenizer.from_metadata(meta)
+
+
+def test_lone_surrogates_are_tokenized_not_raised(smollm2_path, gemma3_path):
+    """A str can hold a lone surrogate (JSON's "\\ud800", argv bytes Python could not decode); the API and
+    the CLI refuse those, and the tokenizers still take them as their UTF-8-style bytes instead of raising."""
+    for path in (smollm2_path, gemma3_path):
+        tok = _tokenizer(str(path))
+        for text in ("\ud800", "a\udcffb", "x\udbff\udbff y"):
+            ids = tok.tokenize(text, add_special=False)
+            assert tok.detokenize_bytes(ids) == text.encode("utf-8", "surrogatepass"), (path, text)
