@@ -170,7 +170,9 @@ def test_one_remote_address_cannot_take_every_connection(smollm2_model):
     ip = _non_loopback_address()
     if ip is None:
         pytest.skip("this machine has no non-loopback address to connect from")
-    from runtime.server import ServerOptions, bind, create_app, make_server, serve_in_thread
+    from runtime.launch import bind, make_server, serve_in_thread
+    from runtime.options import ServerOptions
+    from runtime.server import create_app
     opts = ServerOptions(host="0.0.0.0", request_timeout=HEADER_TIMEOUT, max_connections=32)  # 8 per client
     sock = bind("0.0.0.0", 0)
     app, engine = create_app(smollm2_model, opts)
