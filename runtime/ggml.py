@@ -177,10 +177,28 @@ class Keys:
     VALUE_LENGTH = "{arch}.attention.value_length"
     LAYERNORM_RMS_EPS = "{arch}.attention.layer_norm_rms_epsilon"
     SLIDING_WINDOW = "{arch}.attention.sliding_window"
+    SLIDING_WINDOW_PATTERN = "{arch}.attention.sliding_window_pattern"
+    ATTENTION_SCALE = "{arch}.attention.scale"
+    ATTENTION_TEMPERATURE_SCALE = "{arch}.attention.temperature_scale"
+    ATTN_LOGIT_SOFTCAPPING = "{arch}.attn_logit_softcapping"
+    FINAL_LOGIT_SOFTCAPPING = "{arch}.final_logit_softcapping"
+    LOGIT_SCALE = "{arch}.logit_scale"
+    RESIDUAL_SCALE = "{arch}.residual_scale"
+    EMBEDDING_SCALE = "{arch}.embedding_scale"
+    EXPERT_COUNT = "{arch}.expert_count"
+    EXPERT_USED_COUNT = "{arch}.expert_used_count"
+    EXPERT_FEED_FORWARD_LENGTH = "{arch}.expert_feed_forward_length"
+    EXPERT_SHARED_FEED_FORWARD_LENGTH = "{arch}.expert_shared_feed_forward_length"
     ROPE_DIMENSION_COUNT = "{arch}.rope.dimension_count"
     ROPE_FREQ_BASE = "{arch}.rope.freq_base"
+    ROPE_FREQ_BASE_SWA = "{arch}.rope.freq_base_swa"
+    ROPE_SCALE_LINEAR = "{arch}.rope.scale_linear"
     ROPE_SCALING_TYPE = "{arch}.rope.scaling.type"
     ROPE_SCALING_FACTOR = "{arch}.rope.scaling.factor"
+    ROPE_SCALING_ATTN_FACTOR = "{arch}.rope.scaling.attn_factor"
+    ROPE_SCALING_ORIG_CTX_LEN = "{arch}.rope.scaling.original_context_length"
+    ROPE_SCALING_FINETUNED = "{arch}.rope.scaling.finetuned"
+    ROPE_SCALING_YARN_LOG_MUL = "{arch}.rope.scaling.yarn_log_multiplier"
     POOLING_TYPE = "{arch}.pooling_type"
 
     TOKENIZER_MODEL = "tokenizer.ggml.model"
@@ -224,6 +242,14 @@ KEY_KINDS: dict[str, set[str]] = {
     Keys.KEY_LENGTH: _INT, Keys.VALUE_LENGTH: _INT, Keys.SLIDING_WINDOW: _INT,
     Keys.LAYERNORM_RMS_EPS: _FLOAT, Keys.ROPE_DIMENSION_COUNT: _INT, Keys.ROPE_FREQ_BASE: _FLOAT,
     Keys.ROPE_SCALING_TYPE: _STR, Keys.ROPE_SCALING_FACTOR: _FLOAT,
+    Keys.SLIDING_WINDOW_PATTERN: {"int", "bool[]", "int[]"}, Keys.ATTENTION_SCALE: _FLOAT,
+    Keys.ATTENTION_TEMPERATURE_SCALE: _FLOAT, Keys.ATTN_LOGIT_SOFTCAPPING: _FLOAT,
+    Keys.FINAL_LOGIT_SOFTCAPPING: _FLOAT, Keys.LOGIT_SCALE: _FLOAT, Keys.RESIDUAL_SCALE: _FLOAT,
+    Keys.EMBEDDING_SCALE: _FLOAT, Keys.EXPERT_COUNT: _INT, Keys.EXPERT_USED_COUNT: {"int", "int[]"},
+    Keys.EXPERT_FEED_FORWARD_LENGTH: {"int", "int[]"}, Keys.EXPERT_SHARED_FEED_FORWARD_LENGTH: _INT,
+    Keys.ROPE_FREQ_BASE_SWA: _FLOAT, Keys.ROPE_SCALE_LINEAR: _FLOAT, Keys.ROPE_SCALING_ATTN_FACTOR: _FLOAT,
+    Keys.ROPE_SCALING_ORIG_CTX_LEN: _INT, Keys.ROPE_SCALING_FINETUNED: _BOOL,
+    Keys.ROPE_SCALING_YARN_LOG_MUL: _FLOAT,
     Keys.TOKENIZER_MODEL: _STR, Keys.TOKENIZER_PRE: _STR, Keys.TOKENS: {"str[]"},
     Keys.TOKEN_TYPE: {"int[]"}, Keys.SCORES: {"float[]", "int[]"}, Keys.MERGES: {"str[]"},
     Keys.BOS_ID: _INT, Keys.EOS_ID: _INT, Keys.EOT_ID: _INT, Keys.EOM_ID: _INT, Keys.UNK_ID: _INT,

@@ -79,6 +79,19 @@ class Tensor:
     def nbytes(self) -> int:
         return self.data.nbytes
 
+    def split_rows(self, *sizes: int) -> list["Tensor"]:
+        """Consecutive row blocks of the given sizes (summing to n_rows) as 2-D tensors viewing the
+        same bytes: a fused attn_qkv as q, k and v; phi3's ffn_up as gate and up; a 3-D expert
+        tensor [n, ff, n_experts] as its experts."""
+        if sum(sizes) != self.n_rows:
+            raise ValueError(f"tensor {self.name}: {self.n_rows} rows do not split into {sizes}")
+        parts, start = [], 0
+        for k, n in enumerate(sizes):
+            parts.append(Tensor(f"{self.name}[{k}]", self.type, (self.shape[0], n), n,
+                                self.data[start:start + n], self.offset + start * self.data.shape[1]))
+            start += n
+        return parts
+
 
 class GGUFFile:
     """A GGUF file (or one embedded at byte `offset` of a larger file), parsed and validated.

@@ -6,10 +6,12 @@ Three kinds of state, kept apart (as llama2.c's Config / TransformerWeights / Ru
   small norm and bias vectors are float32 arrays).
 - `Session`: the KV cache and the activation buffers, allocated once and reused for every token.
 
-One forward pass serves `llama` (Llama 1/2/3, Mistral, SmolLM2, TinyLlama), `qwen2` (llama with Q/K/V
-biases) and `gemma3`; their differences are fields of the config (see src/models/{llama,qwen2,gemma3}.cpp
-in llama.cpp). A prompt is evaluated in one call (`kernels.matmul` over all its positions), then each
-new token with `kernels.matvec`; only the last position goes through the output head.
+One forward pass serves every family in config.ARCHITECTURES (llama, mistral3, granite, qwen2, qwen3,
+qwen3moe, phi3, gemma2, gemma3); their differences are fields of the config (see src/models/*.cpp in
+llama.cpp). Fused tensors (attn_qkv, phi3's gate+up ffn_up, the experts of a MoE layer) are split
+into row views of the same bytes, so the kernels see ordinary matrices. A prompt is evaluated in one
+call (`kernels.matmul` over all its positions), then each new token with `kernels.matvec`; only the
+last position goes through the output head.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels, ops
+from . import kernels, moe, ops
 from .config import ModelConfig, ModelError
 from .ggml import SUPPORTED_TYPES, GGMLType, type_name
 from .gguf import GGUFFile, Tensor
@@ -32,18 +34,23 @@ class LayerWeights:
     wk: Tensor                     # [dim -> kv_dim]
     wv: Tensor                     # [dim -> kv_dim]
     wo: Tensor                     # [q_dim -> dim]
-    bq: np.ndarray | None          # [q_dim]   (qwen2)
-    bk: np.ndarray | None          # [kv_dim]  (qwen2)
-    bv: np.ndarray | None          # [kv_dim]  (qwen2)
-    q_norm: np.ndarray | None      # [head_dim] (gemma3)
-    k_norm: np.ndarray | None      # [head_dim] (gemma3)
-    post_attn_norm: np.ndarray | None   # [dim] (gemma3)
+    bq: np.ndarray | None          # [q_dim]   (qwen2; optional elsewhere)
+    bk: np.ndarray | None          # [kv_dim]
+    bv: np.ndarray | None          # [kv_dim]
+    bo: np.ndarray | None          # [dim]     attn_output.bias (llama, optional)
+    q_norm: np.ndarray | None      # [head_dim] (qwen3, gemma3)
+    k_norm: np.ndarray | None      # [head_dim]
+    post_attn_norm: np.ndarray | None   # [dim] (gemma)
     ffn_norm: np.ndarray           # [dim]
-    w_gate: Tensor                 # [dim -> hidden_dim]
-    w_up: Tensor                   # [dim -> hidden_dim]
-    w_down: Tensor                 # [hidden_dim -> dim]
-    post_ffn_norm: np.ndarray | None    # [dim] (gemma3)
-    local: bool                    # sliding-window layer (gemma3)
+    w_gate: Tensor | None          # [dim -> hidden_dim]   (None in a MoE layer)
+    w_up: Tensor | None            # [dim -> hidden_dim]
+    w_down: Tensor | None          # [hidden_dim -> dim]
+    b_gate: np.ndarray | None      # [hidden_dim] (llama, optional)
+    b_up: np.ndarray | None        # [hidden_dim]
+    b_down: np.ndarray | None      # [dim]
+    experts: moe.Experts | None    # routed experts (qwen3moe, Mixtral)
+    post_ffn_norm: np.ndarray | None    # [dim] (gemma)
+    local: bool                    # sliding-window layer (gemma)
 
 
 class _Weights:
@@ -53,7 +60,11 @@ class _Weights:
         self.tensors = gguf.tensors
         self.arch = config.arch
 
-    def matrix(self, name: str, n_in: int, n_out: int, required: bool = True) -> Tensor | None:
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
+    def matrix(self, name: str, n_in: int, *n_out: int, required: bool = True) -> Tensor | None:
+        """A weight of shape [n_in, *n_out] (ggml order), or None when optional and absent."""
         t = self.tensors.get(name)
         if t is None:
             if required:
@@ -63,8 +74,8 @@ class _Weights:
             supported = ", ".join(sorted(GGMLType(x).name for x in SUPPORTED_TYPES))
             raise ModelError(f"tensor {name!r} has type {type_name(t.type)}, which chatfile does not "
                              f"support (supported: {supported})")
-        if tuple(t.shape) != (n_in, n_out):
-            raise ModelError(f"tensor {name!r} has shape {list(t.shape)}, expected [{n_in}, {n_out}]")
+        if tuple(t.shape) != (n_in, *n_out):
+            raise ModelError(f"tensor {name!r} has shape {list(t.shape)}, expected {[n_in, *n_out]}")
         return t
 
     def vector(self, name: str, n: int, required: bool = True) -> np.ndarray | None:
@@ -82,6 +93,7 @@ class _Weights:
         return dequantize(t.data, t.type, t.shape[0]).reshape(n)
 
 
+
 class Model:
     """A loaded GGUF model. `load` to open one; `new_session()` for a KV cache; `logits(ids)`."""
 
@@ -92,45 +104,91 @@ class Model:
         w = _Weights(gguf, c)
         self.token_embd = w.matrix("token_embd.weight", c.dim, c.vocab_size)
         self.output_norm = w.vector("output_norm.weight", c.dim)
-        # no output.weight: the head is tied to the embedding (SmolLM2, Gemma 3)
-        self.output = w.matrix("output.weight", c.dim, c.vocab_size, required=False) or self.token_embd
-        rope_freqs = w.vector("rope_freqs.weight", c.rope_dim // 2, required=False)  # Llama 3.1
+        # no output.weight: the head is tied to the embedding (SmolLM2, Gemma 3; Gemma 2 always)
+        output = None if c.tied_output else w.matrix("output.weight", c.dim, c.vocab_size, required=False)
+        self.output = output or self.token_embd
+        self.output_bias = w.vector("output.bias", c.vocab_size, required=False) if c.output_bias else None
+        # RoPE factors: Llama 3.1's rope_freqs, or LongRoPE's pair, chosen per session by its context
+        half = c.rope_dim // 2
+        self.rope_freqs = self.rope_long = self.rope_short = None
+        if c.rope_factors == "freqs":
+            self.rope_freqs = w.vector("rope_freqs.weight", half, required=False)
+        elif c.rope_factors == "long_short":
+            self.rope_long = w.vector("rope_factors_long.weight", half, required=False)
+            self.rope_short = w.vector("rope_factors_short.weight", half, required=False)
         self.layers = [self._layer(w, i) for i in range(c.n_layers)]
         # Round activations before each product as llama.cpp does (ops.ACT_KIND): logits land
         # closer to llama.cpp's. False computes in plain float32, where prefill and decode agree to
         # ~1e-3 instead of flipping 8-bit roundings (the tests of the cache use that).
         self.llama_rounding = True
 
-        # RoPE as ggml computes it: theta_scale = powf(base, -2.0f/rope_dim) in float32
-        # (ggml_compute_forward_rope); (theta_scale, freq_scale, rope_freqs factors) per layer kind
-        exponent = np.float32(-2.0) / np.float32(c.rope_dim)
-        ones = np.ones(c.rope_dim // 2, np.float32)
-        factors = ones if rope_freqs is None else np.ascontiguousarray(rope_freqs, np.float32)
-        self.rope_global = (np.power(np.float32(c.rope_base), exponent), np.float32(c.rope_scale),
-                            factors)
-        self.rope_local = (np.power(np.float32(c.rope_base_local), exponent), np.float32(1.0), factors)
+    def rope_for(self, n_ctx: int) -> tuple:
+        """(global, local) RoPE arguments of ops.rope for a session of n_ctx positions: (theta_scale,
+        freq_scale, factors, ext_factor, corr_low, corr_high, mscale), float32 as ggml computes them
+        (theta_scale = powf(base, -2.0f/rope_dim)). LongRoPE's long factors apply when the session's
+        context exceeds rope_ctx_orig (llama_model::get_rope_factors, n_ctx_seq > n_ctx_orig_yarn)."""
+        c = self.config
+        factors = self.rope_freqs
+        if factors is None:
+            factors = self.rope_long if n_ctx > c.rope_ctx_orig else self.rope_short
+        if factors is None:
+            factors = np.ones(c.rope_dim // 2, np.float32)
+        factors = np.ascontiguousarray(factors, np.float32)
+        f = np.float32
+        exponent = f(-2.0) / f(c.rope_dim)
+
+        def args(r):
+            return (np.power(f(r.base), exponent), f(r.freq_scale), factors, f(r.ext_factor),
+                    f(r.corr_dims[0]), f(r.corr_dims[1]), f(r.attn_factor))
+        return args(c.rope_global), args(c.rope_local)
 
     def _layer(self, w: _Weights, i: int) -> LayerWeights:
         c = self.config
         p = f"blk.{i}."
         gemma = c.post_norms
+        # q/k/v: separate, or one fused attn_qkv (llama_model_base::create_tensor_qkv), whose bias may
+        # be fused too or come as three
+        if w.has(p + "attn_qkv.weight"):
+            wq, wk, wv = w.matrix(p + "attn_qkv.weight", c.dim, c.q_dim + 2 * c.kv_dim).split_rows(
+                c.q_dim, c.kv_dim, c.kv_dim)
+        else:
+            wq = w.matrix(p + "attn_q.weight", c.dim, c.q_dim)
+            wk = w.matrix(p + "attn_k.weight", c.dim, c.kv_dim)
+            wv = w.matrix(p + "attn_v.weight", c.dim, c.kv_dim)
+        bqkv = w.vector(p + "attn_qkv.bias", c.q_dim + 2 * c.kv_dim, required=False)
+        if bqkv is not None:
+            bq, bk, bv = np.split(bqkv, [c.q_dim, c.q_dim + c.kv_dim])
+        else:  # optional in every loader (llama.cpp adds them only when all three exist, if fused)
+            bq = w.vector(p + "attn_q.bias", c.q_dim, required=False)
+            bk = w.vector(p + "attn_k.bias", c.kv_dim, required=False)
+            bv = w.vector(p + "attn_v.bias", c.kv_dim, required=False)
+        # feed-forward: gate/up/down; phi3's gate and up fused in ffn_up; or routed experts
+        w_gate = w_up = w_down = experts = None
+        if c.n_experts:
+            experts = moe.Experts.load(w, p, c)
+        else:
+            if c.ffn_fused:
+                w_gate, w_up = w.matrix(p + "ffn_up.weight", c.dim, 2 * c.hidden_dim).split_rows(
+                    c.hidden_dim, c.hidden_dim)
+            else:
+                w_gate = w.matrix(p + "ffn_gate.weight", c.dim, c.hidden_dim)
+                w_up = w.matrix(p + "ffn_up.weight", c.dim, c.hidden_dim)
+            w_down = w.matrix(p + "ffn_down.weight", c.hidden_dim, c.dim)
         return LayerWeights(
             attn_norm=w.vector(p + "attn_norm.weight", c.dim),
-            wq=w.matrix(p + "attn_q.weight", c.dim, c.q_dim),
-            wk=w.matrix(p + "attn_k.weight", c.dim, c.kv_dim),
-            wv=w.matrix(p + "attn_v.weight", c.dim, c.kv_dim),
+            wq=wq, wk=wk, wv=wv,
             wo=w.matrix(p + "attn_output.weight", c.q_dim, c.dim),
-            # biases are optional in llama.cpp's llama and qwen2 loaders alike
-            bq=w.vector(p + "attn_q.bias", c.q_dim, required=False),
-            bk=w.vector(p + "attn_k.bias", c.kv_dim, required=False),
-            bv=w.vector(p + "attn_v.bias", c.kv_dim, required=False),
+            bq=bq, bk=bk, bv=bv,
+            bo=w.vector(p + "attn_output.bias", c.dim, required=False),
             q_norm=w.vector(p + "attn_q_norm.weight", c.head_dim) if c.qk_norm else None,
             k_norm=w.vector(p + "attn_k_norm.weight", c.head_dim) if c.qk_norm else None,
             post_attn_norm=w.vector(p + "post_attention_norm.weight", c.dim) if gemma else None,
             ffn_norm=w.vector(p + "ffn_norm.weight", c.dim),
-            w_gate=w.matrix(p + "ffn_gate.weight", c.dim, c.hidden_dim),
-            w_up=w.matrix(p + "ffn_up.weight", c.dim, c.hidden_dim),
-            w_down=w.matrix(p + "ffn_down.weight", c.hidden_dim, c.dim),
+            w_gate=w_gate, w_up=w_up, w_down=w_down,
+            b_gate=w.vector(p + "ffn_gate.bias", c.hidden_dim, required=False) if w_down else None,
+            b_up=w.vector(p + "ffn_up.bias", c.hidden_dim, required=False) if w_down else None,
+            b_down=w.vector(p + "ffn_down.bias", c.dim, required=False) if w_down else None,
+            experts=experts,
             post_ffn_norm=w.vector(p + "post_ffw_norm.weight", c.dim) if gemma else None,
             local=c.local_layers[i],
         )
@@ -183,6 +241,7 @@ class _Buffers:
         self.up = z(rows, c.hidden_dim)
         self.hq = z(rows, c.hidden_dim)
         self.logits = z(1, c.vocab_size)
+        self.moe = moe.Buffers(c, rows) if c.n_experts else None
 
 
 class Session:
@@ -199,6 +258,7 @@ class Session:
         self.v_cache = np.zeros_like(self.k_cache)
         self._one = _Buffers(c, 1)            # decode
         self._many: _Buffers | None = None    # prefill, grown to the longest prompt seen
+        self.rope = model.rope_for(n_ctx)     # (global, local) ops.rope arguments
 
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (prefix reuse); later positions get overwritten."""
@@ -268,8 +328,9 @@ class Session:
         x, xn, xq = buf.x[:T], buf.xn[:T], buf.xq[:T]
         q, k, v, att, attq = buf.q[:T], buf.k[:T], buf.v[:T], buf.att[:T], buf.attq[:T]
         o, gate, up, hq = buf.o[:T], buf.gate[:T], buf.up[:T], buf.hq[:T]
+        residual_scale = np.float32(c.residual_scale)
 
-        # token embeddings (gemma3 scales them by sqrt(dim))
+        # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
         kernels.get_rows(m.token_embd, ids, x)
         if c.embed_scale != 1.0:
             x *= np.float32(c.embed_scale)
@@ -287,36 +348,63 @@ class Session:
             if L.q_norm is not None:
                 ops.head_rms_norm(q, L.q_norm, c.n_heads, eps)
                 ops.head_rms_norm(k, L.k_norm, c.n_kv_heads, eps)
-            theta_scale, freq_scale, factors = m.rope_local if L.local else m.rope_global
-            ops.rope(q, pos0, c.n_heads, c.head_dim, theta_scale, freq_scale, factors, c.rope_neox)
-            ops.rope(k, pos0, c.n_kv_heads, c.head_dim, theta_scale, freq_scale, factors, c.rope_neox)
+            if c.rope_layers:
+                r = self.rope[1] if L.local else self.rope[0]
+                ops.rope(q, pos0, c.n_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
+                ops.rope(k, pos0, c.n_kv_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
+            if c.attn_temp_scale:
+                ops.attn_temperature(q, pos0, c.attn_temp_scale, c.attn_temp_floor)
             k_cache, v_cache = self.k_cache[il], self.v_cache[il]
             ops.store_kv(k_cache, v_cache, k, v, pos0)
             window = c.sliding_window if L.local else 0
-            ops.attention(att, q, k_cache, v_cache, pos0, window, c.q_scale, c.kq_scale)
+            ops.attention(att, q, k_cache, v_cache, pos0, window, c.q_scale, c.kq_scale, c.attn_softcap)
             self._project(att, attq, ((L.wo, o),))
+            if L.bo is not None:
+                o += L.bo
             if L.post_attn_norm is not None:
                 ops.rms_norm(o, o, L.post_attn_norm, eps)
+            if residual_scale != 1:
+                o *= residual_scale
             x += o
 
-            # feed-forward block: norm, gate and up, SiLU or GELU gate, down
+            # feed-forward block: norm, gate and up, SiLU or GELU gate, down (or routed experts)
             ops.rms_norm(xn, x, L.ffn_norm, eps)
-            self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)))
-            if c.ffn_gelu:
-                ops.geglu(gate, gate, up)
+            if L.experts is not None:
+                moe.ffn(self, L.experts, xn, o, buf.moe)
             else:
-                ops.swiglu(gate, gate, up)
-            self._project(gate, hq, ((L.w_down, o),))
+                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)))
+                if L.b_gate is not None:
+                    gate += L.b_gate
+                if L.b_up is not None:
+                    up += L.b_up
+                if c.ffn_gelu:
+                    ops.geglu(gate, gate, up)
+                else:
+                    ops.swiglu(gate, gate, up)
+                self._project(gate, hq, ((L.w_down, o),))
+                if L.b_down is not None:
+                    o += L.b_down
             if L.post_ffn_norm is not None:
                 ops.rms_norm(o, o, L.post_ffn_norm, eps)
+            if residual_scale != 1:
+                o *= residual_scale
             x += o
 
         if hidden:      # embeddings: every position through the final norm, no head
             ops.rms_norm(xn, x, m.output_norm, eps)
             return xn.copy()
 
-        # output head on the last position only
+        # output head on the last position only, then granite's scale and gemma2's soft-capping
         last = xn[T - 1:T]
         ops.rms_norm(last, x[T - 1:T], m.output_norm, eps)
-        self._project(last, xq[T - 1:T], ((m.output, buf.logits),))
-        return buf.logits[0].copy()
+        logits = buf.logits
+        self._project(last, xq[T - 1:T], ((m.output, logits),))
+        if m.output_bias is not None:
+            logits += m.output_bias
+        if c.logit_scale != 1.0:
+            logits *= np.float32(c.logit_scale)
+        if c.final_softcap:
+            cap = np.float32(c.final_softcap)
+            np.tanh(logits * (np.float32(1) / cap), out=logits)
+            logits *= cap
+        return logits[0].copy()

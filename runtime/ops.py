@@ -196,30 +196,42 @@ def head_rms_norm_ref(x, w, n_heads, eps):
 # ---- rotary position embedding ---------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
-def _rope_angles(cos, sin, p, theta_scale, freq_scale, factors):
-    # cos, sin float32 [rope_dim/2] for position p, computed as ggml's rope cache does in float32:
-    # theta_i = p * theta_scale^i by repeated multiplication, divided by the rope_freqs factor,
-    # times the linear scale (rope_yarn with ext_factor 0 and attn_factor 1)
+def _rope_angles(cos, sin, p, theta_scale, freq_scale, factors, ext_factor, corr_low, corr_high, mscale):
+    # cos, sin float32 [rope_dim/2] for position p, as ggml_rope_cache_init computes them in float32:
+    # theta_i = p * theta_scale^i by repeated multiplication, divided by the rope factor, times the
+    # linear scale; under YaRN (ext_factor != 0) blended back towards the unscaled angle over the
+    # correction range and the magnitude raised by 1 + 0.1 ln(1/freq_scale) (rope_yarn); cos and
+    # sin times mscale (the attention factor of YaRN and LongRoPE, else 1)
     theta = np.float32(p)
     for i in range(cos.shape[0]):
-        angle = freq_scale * (theta / factors[i])
-        cos[i] = math.cos(angle)
-        sin[i] = math.sin(angle)
+        extrap = theta / factors[i]
+        angle = freq_scale * extrap
+        m = mscale
+        if ext_factor != 0.0:
+            y = (np.float32(i) - corr_low) / max(np.float32(0.001), corr_high - corr_low)
+            ramp = (np.float32(1.0) - min(np.float32(1.0), max(np.float32(0.0), y))) * ext_factor
+            angle = angle * (np.float32(1.0) - ramp) + extrap * ramp
+            m = m * (np.float32(1.0) + np.float32(0.1) * np.float32(math.log(np.float32(1.0) / freq_scale)))
+        cos[i] = np.float32(math.cos(angle)) * m
+        sin[i] = np.float32(math.sin(angle)) * m
         theta = theta * theta_scale
 
 
 @njit(cache=True)
-def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox):
+def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
+         ext_factor, corr_low, corr_high, mscale):
     # x [T, n_heads * head_dim] in place; row t is at position pos0 + t; theta_scale float32
     # (base^(-2/rope_dim)), freq_scale float32 (1 / linear factor), factors float32 [rope_dim/2]
-    # (Llama 3.1 rope_freqs, else ones). Pairs (2i, 2i+1) in llama.cpp's NORM mode,
-    # (i, i + rope_dim/2) in NEOX mode; dimensions past rope_dim are left alone.
+    # (rope_freqs or LongRoPE factors, else ones), ext_factor, corr_low, corr_high, mscale float32
+    # (YaRN; 0, 0, 0, 1 without). Pairs (2i, 2i+1) in llama.cpp's NORM mode, (i, i + rope_dim/2) in
+    # NEOX mode; dimensions past rope_dim are left alone.
     T = x.shape[0]
     half = factors.shape[0]
     cos = np.empty(half, np.float32)
     sin = np.empty(half, np.float32)
     for t in range(T):
-        _rope_angles(cos, sin, pos0 + t, theta_scale, freq_scale, factors)
+        _rope_angles(cos, sin, pos0 + t, theta_scale, freq_scale, factors, ext_factor, corr_low,
+                     corr_high, mscale)
         for h in range(n_heads):
             base = h * head_dim
             for i in range(half):
@@ -233,18 +245,27 @@ def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox):
                 x[t, b] = x0 * sin[i] + x1 * cos[i]
 
 
-def rope_ref(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox):
+def rope_ref(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
+             ext_factor=0.0, corr_low=0.0, corr_high=0.0, mscale=1.0):
+    f = np.float32
     T = x.shape[0]
     half = len(factors)
     theta = np.empty((T, half), np.float32)
     for t in range(T):                           # p * theta_scale^i by repeated float32 products
-        th = np.float32(pos0 + t)
+        th = f(pos0 + t)
         for i in range(half):
             theta[t, i] = th
-            th = np.float32(th * np.float32(theta_scale))
-    angle = np.float32(freq_scale) * (theta / factors.astype(np.float32))
-    cos = np.cos(angle.astype(np.float64)).astype(np.float32)[:, None, :]
-    sin = np.sin(angle.astype(np.float64)).astype(np.float32)[:, None, :]
+            th = f(th * f(theta_scale))
+    extrap = theta / factors.astype(np.float32)
+    angle = f(freq_scale) * extrap
+    m = f(mscale)
+    if ext_factor:
+        y = (np.arange(half, dtype=np.float32) - f(corr_low)) / max(f(0.001), f(corr_high) - f(corr_low))
+        ramp = (f(1) - np.clip(y, 0, 1)).astype(np.float32) * f(ext_factor)
+        angle = angle * (f(1) - ramp) + extrap * ramp
+        m = f(m * (f(1) + f(0.1) * f(np.log(f(1) / f(freq_scale)))))
+    cos = (np.cos(angle.astype(np.float64)).astype(np.float32) * m)[:, None, :]
+    sin = (np.sin(angle.astype(np.float64)).astype(np.float32) * m)[:, None, :]
     h = x.reshape(T, n_heads, head_dim).copy()
     if neox:
         a, b = h[..., :half].copy(), h[..., half:2 * half].copy()
@@ -302,7 +323,7 @@ def softmax_ref(x):
 
 
 @njit(cache=True, fastmath=True)
-def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale):
+def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale, softcap):
     # one (query t, head h) of `attention`, in its own function: inlined into the prange body it
     # took numba's parallel lowering 3 s to compile on a first launch
     hd = k_cache.shape[2]
@@ -319,6 +340,8 @@ def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale):
         s = np.float32(0.0)
         for i in range(hd):
             s += qh[i] * kr[i]
+        if softcap != 0.0:
+            s = np.float32(math.tanh(s * (np.float32(1.0) / softcap))) * softcap
         scores[j - first] = s * kq_scale
     _softmax(scores)
     _f16_round(scores)
@@ -335,12 +358,14 @@ def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale):
 
 
 @njit(parallel=True, cache=True)
-def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
+def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale, softcap):
     # q [T, n_heads * hd], k_cache/v_cache [n_kv, n_ctx, hd] -> out [T, n_heads * hd]
     # Causal: query t (position pos0 + t) sees keys 0..pos0+t, or only the last `window` of them
     # (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
     # h // (n_heads / n_kv). As llama.cpp without flash attention: q is scaled and rounded to fp16
     # for q.K (the cache is F16), the softmax of kq_scale * q.K is rounded to fp16 for P.V.
+    # softcap float32 > 0 (gemma2) caps q.K first: softcap * tanh(q.K / softcap), as ggml_scale,
+    # ggml_tanh, ggml_scale in llama.cpp's build_attn_mha.
     # Jobs take rows from both ends in turn (t = 0, T-1, 1, T-2, ...): numba's prange hands each
     # thread one contiguous range of jobs, and a causal row's work grows with t, so in plain order
     # the last thread got three quarters of a prefill's attention.
@@ -349,10 +374,10 @@ def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
     for job in prange(T * n_heads):
         i = job // n_heads
         t = i // 2 if i % 2 == 0 else T - 1 - i // 2
-        _attend(out, q, k_cache, v_cache, t, job % n_heads, pos0, window, q_scale, kq_scale)
+        _attend(out, q, k_cache, v_cache, t, job % n_heads, pos0, window, q_scale, kq_scale, softcap)
 
 
-def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
+def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale, softcap=0.0):
     T = q.shape[0]
     n_kv, _, hd = k_cache.shape
     n_heads = q.shape[1] // hd
@@ -363,10 +388,22 @@ def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale):
         for h in range(n_heads):
             kv = h // (n_heads // n_kv)
             qh = f16_round_ref(q[t, h * hd:(h + 1) * hd] * np.float32(q_scale))
-            scores = k_cache[kv, first:last + 1] @ qh * np.float32(kq_scale)
+            scores = k_cache[kv, first:last + 1] @ qh
+            if softcap:
+                scores = np.tanh(scores * (np.float32(1) / np.float32(softcap))) * np.float32(softcap)
+            scores = scores * np.float32(kq_scale)
             p = f16_round_ref(softmax_ref(scores))
             out[t, h * hd:(h + 1) * hd] = p @ v_cache[kv, first:last + 1]
     return out
+
+
+def attn_temperature(q, pos0, scale, floor):
+    # q [T, n] in place: row t (position pos0 + t) times 1 + scale * log(floor(pos / floor) + 1), the
+    # Llama 4 temperature tuning of mistral3 (llm_graph_input_attn_temp, computed in double there)
+    pos = np.arange(pos0, pos0 + q.shape[0], dtype=np.float64)
+    steps = np.floor(pos.astype(np.float32) / np.float32(floor)).astype(np.float64)
+    temp = np.log(steps + 1.0) * np.float64(np.float32(scale)) + 1.0
+    q *= temp.astype(np.float32)[:, None]
 
 
 # ---- gated feed-forward activations ----------------------------------------------------------------

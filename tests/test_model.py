@@ -26,6 +26,9 @@ SYNTHETIC = ROOT / "data" / "synthetic"
 RNG = np.random.default_rng(20261124)
 
 
+NO_YARN = (np.float32(0), np.float32(0), np.float32(0), np.float32(1))   # ext_factor, corr dims, mscale
+
+
 def randn(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
@@ -85,7 +88,7 @@ def test_rope_matches_twin_and_rotates_the_right_pairs(neox):
     factors = np.linspace(1, 8, rope_dim // 2).astype(np.float32)     # Llama 3.1 style factors
     x = randn(6, n_heads * hd)
     ours = x.copy()
-    ops.rope(ours, 37, n_heads, hd, theta_scale, np.float32(0.5), factors, neox)
+    ops.rope(ours, 37, n_heads, hd, theta_scale, np.float32(0.5), factors, neox, *NO_YARN)
     np.testing.assert_allclose(ours, ops.rope_ref(x, 37, n_heads, hd, theta_scale, 0.5, factors, neox),
                                rtol=1e-6, atol=1e-6)
     h, h0 = ours.reshape(6, n_heads, hd), x.reshape(6, n_heads, hd)
@@ -97,30 +100,49 @@ def test_rope_matches_twin_and_rotates_the_right_pairs(neox):
                                h0[..., pair_a] ** 2 + h0[..., pair_b] ** 2, rtol=1e-5)
     # position 0 is the identity
     p0 = x.copy()
-    ops.rope(p0, 0, n_heads, hd, theta_scale, np.float32(1), factors, neox)
+    ops.rope(p0, 0, n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
     np.testing.assert_array_equal(p0[0], x[0])
 
 
-@pytest.mark.parametrize("window", [0, 5])
-def test_attention_matches_twin_with_gqa_and_window(window):
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope_yarn_and_attention_factor_match_twin(neox):
+    # YaRN (ext_factor 1, correction dims 5..20 of 32 pairs, linear factor 4) with LongRoPE-style
+    # factors and an attention factor that scales cos and sin
+    n_heads, hd = 2, 64
+    theta_scale = np.float32(1e6 ** (-2 / hd))
+    factors = np.linspace(1, 3, hd // 2).astype(np.float32)
+    x = randn(5, n_heads * hd)
+    args = (np.float32(1), np.float32(5), np.float32(20), np.float32(0.9))
+    ours = x.copy()
+    ops.rope(ours, 1000, n_heads, hd, theta_scale, np.float32(0.25), factors, neox, *args)
+    ref = ops.rope_ref(x, 1000, n_heads, hd, theta_scale, 0.25, factors, neox, *args)
+    np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=2e-6)
+    # the magnitude: 0.9 * (1 + 0.1 ln 4) on every rotated pair
+    gain = 0.9 * (1 + 0.1 * math.log(4))
+    h, h0 = ours.reshape(5, n_heads, hd), x.reshape(5, n_heads, hd)
+    np.testing.assert_allclose(np.linalg.norm(h, axis=-1), gain * np.linalg.norm(h0, axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("window,softcap", [(0, 0.0), (5, 0.0), (5, 2.0)])
+def test_attention_matches_twin_with_gqa_window_and_softcap(window, softcap):
     T, n_heads, n_kv, hd, n_ctx, pos0 = 4, 6, 2, 64, 32, 9
     q = randn(T, n_heads * hd)
     k = ops.f16_round_ref(randn(n_kv, n_ctx, hd))
     v = ops.f16_round_ref(randn(n_kv, n_ctx, hd))
     out = np.empty_like(q)
-    ops.attention(out, q, k, v, pos0, window, 0.5, 0.125)
-    ref = ops.attention_ref(q, k, v, pos0, window, 0.5, 0.125)
+    ops.attention(out, q, k, v, pos0, window, 0.5, 0.125, softcap)
+    ref = ops.attention_ref(q, k, v, pos0, window, 0.5, 0.125, softcap)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     # positions after the query are never read: poisoning them changes nothing
     k2, v2 = k.copy(), v.copy()
     k2[:, pos0 + T:] = 1e4
     v2[:, pos0 + T:] = np.nan
     out2 = np.empty_like(q)
-    ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125)
+    ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125, softcap)
     assert np.array_equal(out, out2)
     if window:                                       # nor are positions before the window
         k2[:, :pos0 + 1 - window] = np.nan
-        ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125)
+        ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125, softcap)
         assert np.array_equal(out, out2)
 
 
@@ -166,7 +188,8 @@ def test_config_smollm2(smollm2_path):
     assert (c.arch, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_rep) == \
         ("llama", 576, 30, 9, 3, 64, 3)
     assert (c.hidden_dim, c.vocab_size, c.context_length, c.n_ctx) == (1536, 49152, 8192, 8192)
-    assert c.rope_base == 100000.0 and not c.rope_neox and c.rope_dim == 64 and c.rope_scale == 1.0
+    assert c.rope_global.base == 100000.0 and not c.rope_neox and c.rope_dim == 64
+    assert c.rope_global.freq_scale == 1.0 and c.rope_global.ext_factor == 0.0
     assert c.kq_scale == pytest.approx(1 / 8) and c.q_scale == 1.0 and c.embed_scale == 1.0
     assert not any(c.local_layers) and c.sliding_window == 0
     assert not (c.ffn_gelu or c.qk_norm or c.post_norms)
@@ -178,7 +201,7 @@ def test_config_gemma3(gemma3_path):
     assert (c.arch, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) == \
         ("gemma3", 640, 18, 4, 1, 256)
     assert c.vocab_size == 262144 and c.context_length == 32768
-    assert c.rope_neox and c.rope_base == 1e6 and c.rope_base_local == 10000.0
+    assert c.rope_neox and c.rope_global.base == 1e6 and c.rope_local.base == 10000.0
     assert c.sliding_window == 512
     assert [il for il, local in enumerate(c.local_layers) if not local] == [5, 11, 17]
     assert c.q_scale == pytest.approx(1 / 16) and c.kq_scale == 1.0
@@ -203,13 +226,13 @@ def _tiny_gguf(path, arch="llama", embd_type=GGMLType.F32):
 
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
     with pytest.raises(ModelError, match=r"unsupported model architecture 'gpt2' "
-                                         r"\(supported: gemma3, llama, qwen2\)"):
+                                         r"\(supported: gemma2, gemma3, granite, llama, mistral3, phi3, qwen2, qwen3, qwen3moe\)"):
         runtime.load(_tiny_gguf(tmp_path / "m.gguf", arch="gpt2"))
 
 
 def test_unsupported_tensor_type_names_type_and_tensor(tmp_path):
-    with pytest.raises(ModelError, match=r"tensor 'token_embd.weight' has type IQ4_NL"):
-        runtime.load(_tiny_gguf(tmp_path / "m.gguf", embd_type=GGMLType.IQ4_NL))
+    with pytest.raises(ModelError, match=r"tensor 'token_embd.weight' has type MXFP4"):
+        runtime.load(_tiny_gguf(tmp_path / "m.gguf", embd_type=GGMLType.MXFP4))
 
 
 def test_missing_tensor_is_named(tmp_path):

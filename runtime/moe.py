@@ -1,0 +1,137 @@
+"""Mixture-of-experts feed-forward (qwen3moe; Mixtral and other MoE files of llama, mistral3, granite).
+
+As llama.cpp's `build_moe_ffn` with softmax gating (src/llama-graph.cpp): the router gives each
+position probabilities over all experts (softmax of ffn_gate_inp @ x); the n_used largest are
+chosen (argsort, descending); their probabilities are renormalised to sum 1 (the sum clamped at
+2**-14) and, where the file says so, scaled; each chosen expert runs its own SwiGLU FFN on x, and
+the outputs, times their weights, are added in the chosen order. A granite file may add a shared
+expert (a plain FFN) to the sum.
+
+The experts are stored as 3-D tensors ([dim, ff, n_experts]); each expert is a zero-copy row view
+of its slice, so the ordinary kernels multiply it. Prefill groups the positions by expert, as
+ggml's mul_mat_id does, so each expert's weights are read once per call. This costs a few small
+numpy allocations per layer and call (the dense path allocates nothing), which the kernels' time
+dwarfs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+
+F16_MIN_NORMAL = np.float32(6.103515625e-05)     # llama.cpp clamps the weight sum here
+
+
+@dataclass(frozen=True)
+class Experts:
+    router: object                  # Tensor [dim -> n_experts] (ffn_gate_inp)
+    gate: list | None               # n_experts x Tensor [dim -> ff]; None: no ffn_gate_exps, SiLU(up)
+    up: list                        # n_experts x Tensor [dim -> ff]
+    down: list                      # n_experts x Tensor [ff -> dim]
+    shared: tuple | None            # (gate, up, down) of a shared expert FFN, or None
+
+    @classmethod
+    def load(cls, w, p: str, c) -> "Experts":
+        """The experts of layer prefix p ("blk.{i}.") from _Weights w, for ModelConfig c."""
+        n, ff = c.n_experts, c.hidden_dim
+
+        def split(name, n_in, n_out, required=True):
+            t = w.matrix(p + name, n_in, n_out, n, required=required)
+            return None if t is None else t.split_rows(*[n_out] * n)
+
+        shared = None
+        if c.shared_hidden_dim:
+            sh = c.shared_hidden_dim
+            shared = (w.matrix(p + "ffn_gate_shexp.weight", c.dim, sh),
+                      w.matrix(p + "ffn_up_shexp.weight", c.dim, sh),
+                      w.matrix(p + "ffn_down_shexp.weight", sh, c.dim))
+        return cls(router=w.matrix(p + "ffn_gate_inp.weight", c.dim, n),
+                   gate=split("ffn_gate_exps.weight", c.dim, ff, required=False),
+                   up=split("ffn_up_exps.weight", c.dim, ff),
+                   down=split("ffn_down_exps.weight", ff, c.dim),
+                   shared=shared)
+
+
+class Buffers:
+    """Scratch of one MoE layer call for up to `rows` positions, allocated once per session."""
+
+    def __init__(self, c, rows: int):
+        def z(*shape):
+            return np.zeros(shape, np.float32)
+        ff = max(c.hidden_dim, c.shared_hidden_dim)
+        self.probs = z(rows, c.n_experts)
+        self.xq = z(rows, c.dim)
+        self.xe = z(rows, c.dim)              # the positions routed to one expert, gathered
+        self.gate, self.up, self.hq = z(rows, ff), z(rows, ff), z(rows, ff)
+        self.down = z(rows, c.dim)
+        self.outs = z(rows, c.n_experts_used, c.dim)   # each position's expert outputs, weighted
+        self.ones = np.ones((rows, ff), np.float32)    # the "up" of a gate-less SiLU expert
+
+
+def route(probs: np.ndarray, n_used: int, norm: bool, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """probs float32 [T, n_experts] (router logits, softmaxed in place) -> (chosen int [T, n_used],
+    weights float32 [T, n_used])."""
+    for t in range(probs.shape[0]):
+        ops.softmax(probs[t])
+    chosen = np.argsort(-probs, axis=1, kind="stable")[:, :n_used]
+    weights = np.take_along_axis(probs, chosen, axis=1)
+    if norm:      # ggml_sum_rows sums in double; clamp; ggml_div in float32
+        total = weights.astype(np.float64).sum(axis=1, keepdims=True).astype(np.float32)
+        weights = weights / np.maximum(total, F16_MIN_NORMAL)
+    if scale not in (0.0, 1.0):
+        weights = weights * np.float32(scale)
+    return chosen, weights.astype(np.float32)
+
+
+def _expert(session, gate, up, down, x, out, buf):
+    # x [n, dim] -> out [n, dim]: one SwiGLU FFN (SiLU(up) without a gate) through session._project
+    n = x.shape[0]
+    g, u, hq = buf.gate[:n, :up.n_rows], buf.up[:n, :up.n_rows], buf.hq[:n, :up.n_rows]
+    if gate is None:
+        session._project(x, buf.xq[:n], ((up, g),))
+        ops.swiglu(g, g, buf.ones[:n, :up.n_rows])
+    else:
+        session._project(x, buf.xq[:n], ((gate, g), (up, u)))
+        ops.swiglu(g, g, u)
+    session._project(g, hq, ((down, out),))
+
+
+def ffn(session, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> None:
+    """xn [T, dim] (the normalised residual) -> out [T, dim]: the routed experts' weighted sum."""
+    c = session.model.config
+    T = xn.shape[0]
+    probs = buf.probs[:T]
+    session._project(xn, buf.xq[:T], ((E.router, probs),))
+    chosen, weights = route(probs, c.n_experts_used, c.expert_norm, c.expert_weights_scale)
+    outs = buf.outs[:T]
+    for e in np.unique(chosen):
+        rows, slots = np.nonzero(chosen == e)
+        n = len(rows)
+        xe, down = buf.xe[:n], buf.down[:n]
+        xe[:] = xn[rows]
+        _expert(session, E.gate[e] if E.gate is not None else None, E.up[e], E.down[e], xe, down, buf)
+        outs[rows, slots] = down * weights[rows, slots][:, None]
+    out[:] = outs[:, 0]
+    for i in range(1, c.n_experts_used):          # ggml_add of the views, in the chosen order
+        out += outs[:, i]
+    if E.shared is not None:
+        down = buf.down[:T]
+        _expert(session, *E.shared, xn, down, buf)
+        out += down
+
+
+def ffn_ref(E: Experts, xn: np.ndarray, c, dequantize_rows) -> np.ndarray:
+    """Plain-numpy twin of `ffn` without llama.cpp's activation roundings: dequantize_rows(tensor)
+    -> float32 [rows, n]."""
+    probs = np.stack([dequantize_rows(E.router) @ x for x in xn]).astype(np.float32)
+    chosen, weights = route(probs, c.n_experts_used, c.expert_norm, c.expert_weights_scale)
+    out = np.zeros_like(xn)
+    for t, x in enumerate(xn):
+        for e, wt in zip(chosen[t], weights[t]):
+            up = dequantize_rows(E.up[e]) @ x
+            g = dequantize_rows(E.gate[e]) @ x if E.gate is not None else up
+            h = ops.swiglu_ref(g[None], (up if E.gate is not None else np.ones_like(up))[None])[0]
+            out[t] += wt * (dequantize_rows(E.down[e]) @ h)
+    return out
