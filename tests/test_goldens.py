@@ -1,6 +1,7 @@
 """Our logits against llama.cpp's (llama-cpp-python 0.3.36), recorded by scripts/make_goldens.py.
 
-For every prompt (stored as token ids) of SmolLM2, Gemma 3 and every synthetic model:
+For every prompt (stored as token ids) of SmolLM2, Gemma 3 and every synthetic model (one or more
+per architecture: llama, mistral3, granite, qwen2, qwen3, qwen3moe, phi3, gemma2):
 - top-1 equals llama.cpp's whenever llama.cpp's top-2 margin is above 0.3;
 - at least 8 of llama.cpp's top-10 ids are in our top 10;
 - the largest |difference| over llama.cpp's top-20 logits is within the model's limit;
@@ -32,10 +33,12 @@ def _golden(which):
     return json.loads((GOLDENS / f"logits_{which}.json").read_text())
 
 
-def _check_prompt(model, prompt, max_diff):
-    """Run one golden prompt; return the max |diff| over llama.cpp's top 20."""
+def _check_prompt(model, prompt, max_diff, n_ctx=None):
+    """Run one golden prompt; return the max |diff| over llama.cpp's top 20. n_ctx: the session's
+    context, which picks LongRoPE's long or short factors as llama.cpp's n_ctx did (default: just
+    enough for the prompt)."""
     name = prompt["name"]
-    session = model.new_session(len(prompt["ids"]) + len(prompt["greedy"]) + 1)
+    session = model.new_session(n_ctx or len(prompt["ids"]) + len(prompt["greedy"]) + 1)
     logits = session.eval(prompt["ids"])
     ref_ids = np.array([i for i, _ in prompt["top20"]])
     ref = np.array([v for _, v in prompt["top20"]], dtype=np.float64)
@@ -58,9 +61,9 @@ def _check_prompt(model, prompt, max_diff):
     return diff
 
 
-def _check_model(model, entry, max_diff):
+def _check_model(model, entry, max_diff, n_ctx=None):
     assert model.config.vocab_size == entry["n_vocab"]
-    diffs = {p["name"]: _check_prompt(model, p, max_diff) for p in entry["prompts"]}
+    diffs = {p["name"]: _check_prompt(model, p, max_diff, n_ctx) for p in entry["prompts"]}
     print(f"{entry['name']}: max |diff| {max(diffs.values()):.3f} "
           f"({', '.join(f'{k} {v:.2f}' for k, v in diffs.items())})")
 
@@ -109,6 +112,12 @@ def test_goldens_cover_what_the_issues_ask():
              "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
     assert {f"llama-{t}.gguf" for t in types} <= synthetic
     assert "llama-untied-Q4_K.gguf" in synthetic and any(f.startswith("qwen2-") for f in synthetic)
+    # every family chatfile runs has a synthetic model with its quirks (scripts/make_synthetic.py)
+    from runtime.config import SUPPORTED_ARCHITECTURES
+    archs = {json.loads((ROOT / "data" / "synthetic" / "MANIFEST.json").read_text())[f]["architecture"]
+             for f in synthetic}
+    assert set(SUPPORTED_ARCHITECTURES) - {"gemma3"} <= archs      # gemma3: the real model above
+    assert {"qwen3-yarn-Q4_K.gguf", "phi3-long-Q8_0.gguf", "mixtral-Q8_0.gguf"} <= synthetic
 
 
 @pytest.mark.parametrize("entry", _golden("synthetic")["models"], ids=lambda e: e["name"])
@@ -116,4 +125,5 @@ def test_synthetic_model_matches_llama_cpp(entry):
     path = ROOT / "data" / "synthetic" / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], \
         f"{path.name} changed since the goldens were recorded: rerun scripts/make_goldens.py synthetic"
-    _check_model(runtime.load(path, n_ctx=256), entry, SYNTHETIC_MAX_DIFF)
+    n_ctx = _golden("synthetic")["settings"]["n_ctx"]          # llama.cpp's, for LongRoPE's choice
+    _check_model(runtime.load(path, n_ctx=n_ctx), entry, SYNTHETIC_MAX_DIFF, n_ctx)
