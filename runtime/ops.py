@@ -18,8 +18,7 @@ import math
 
 import numpy as np
 
-from . import kernels  # noqa: F401  (sets numba's CPU target; must precede every @njit)
-from numba import njit, prange
+from .kernels.jit import njit, prange
 
 from .ggml import GGMLType
 

@@ -264,6 +264,34 @@ def test_cpu_target_follows_host():
     assert ("-prefer-256-bit" in features.split(",")) == host_has_avx512
 
 
+def test_compile_target_features():
+    # has_feature answers from the feature string numba compiles for, not from the host CPU
+    from runtime.kernels import cpu, jit
+    features = cpu.compiled_features().split(",")
+    for f in features[:40]:
+        if f[:1] in "+-":
+            assert jit.has_feature(f[1:]) == (f[0] == "+")
+    assert not jit.has_feature("no-such-feature")
+
+
+def test_every_supported_type_has_its_kernels():
+    from runtime.kernels.table import KERNELS
+    assert set(KERNELS) == set(SUPPORTED_TYPES)
+    for qtype, k in KERNELS.items():
+        assert all(callable(f) for f in (k.matvec, k.matmul, k.get_rows)), qtype.name
+
+
+def test_numba_code_takes_the_configured_njit():
+    # a module that decorated with numba's own njit before runtime.kernels.jit ran would compile for
+    # numba's default target (256-bit vectors on Intel server CPUs): every module takes jit's
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "runtime"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "jit.py"
+                 and re.search(r"from numba import [^\n]*\b(njit|jit|prange)\b|numba\.njit",
+                               p.read_text())]
+    assert offenders == []
+
+
 @pytest.mark.slow
 def test_decode_hot_loop_uses_512_bit_fma():
     # numba will not show assembly of cached code: compile a private, uncached copy of the kernel.

@@ -12,57 +12,21 @@ Public API (outputs written in place; float32, C-contiguous):
 Each type has its own small set of jitted functions; numba compiles (or loads from its cache) only
 those of the types a model actually uses, on first call. The plain-numpy twin they are tested against
 is `runtime.quants.dequantize`.
+
+The package, one concern per module:
+    table.py      GGML type -> its kernels (the one place dispatch looks)
+    jit.py        numba's configured `njit`/`prange` and `has_feature` of the compile target
+    cpu.py        which CPU target numba compiles for
+    vector_ir.py  LLVM IR building blocks for the hand-written vector dot products
+    blocks.py     numba helpers shared by the block types (fp16 fields, block sums)
+    gemm.py       the prefill register tile shared by every type
+    floats.py     F32, F16, BF16;  legacy.py  Q4_0 Q4_1 Q5_0 Q5_1 Q8_0;  kquants.py  Q2_K..Q6_K
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
 import numpy as np
 
-from . import cpu  # noqa: F401  (sets numba's CPU target; must precede every @njit)
-from ..ggml import GGMLType, SUPPORTED_TYPES, type_name
-from . import floats, kquants, legacy
-
-
-class UnsupportedType(ValueError):
-    """A tensor type no kernel handles."""
-
-
-class _TypeKernels(NamedTuple):
-    matvec: Callable        # (out, data, x, table, chunk)
-    matmul: Callable        # (out, data, x, table)
-    get_rows: Callable      # (out, data, ids, table)
-    table: np.ndarray       # fp16 -> float32 (bf16 -> float32 for BF16), 65536 entries
-    view: object            # dtype to view the raw rows as (float types), or None for block types
-
-
-_F16 = floats.F16_TABLE
-_KERNELS: dict[GGMLType, _TypeKernels] = {
-    GGMLType.F32: _TypeKernels(floats.matvec_f32, floats.matmul_f32, floats.get_rows_f32, _F16,
-                               np.float32),
-    GGMLType.F16: _TypeKernels(floats.matvec_f16, floats.matmul_f16, floats.get_rows_f16, _F16,
-                               np.uint16),
-    GGMLType.BF16: _TypeKernels(floats.matvec_f16, floats.matmul_f16, floats.get_rows_f16,
-                                floats.BF16_TABLE, np.uint16),
-}
-for _t, _mod in ((GGMLType.Q4_0, legacy), (GGMLType.Q4_1, legacy), (GGMLType.Q5_0, legacy),
-                 (GGMLType.Q5_1, legacy), (GGMLType.Q8_0, legacy),
-                 (GGMLType.Q2_K, kquants), (GGMLType.Q3_K, kquants), (GGMLType.Q4_K, kquants),
-                 (GGMLType.Q5_K, kquants), (GGMLType.Q6_K, kquants)):
-    _s = _t.name.lower()
-    _KERNELS[_t] = _TypeKernels(getattr(_mod, f"matvec_{_s}"), getattr(_mod, f"matmul_{_s}"),
-                                getattr(_mod, f"get_rows_{_s}"), _F16, None)
-
-
-def kernels_for(qtype, tensor_name: str | None = None) -> _TypeKernels:
-    """The kernel set of a tensor type; UnsupportedType names the type (and tensor) when there is none."""
-    k = _KERNELS.get(qtype)
-    if k is None:
-        supported = ", ".join(GGMLType(t).name for t in sorted(SUPPORTED_TYPES))
-        where = f"tensor {tensor_name}: " if tensor_name else ""
-        raise UnsupportedType(f"{where}no kernel for tensor type {type_name(qtype)} "
-                              f"(supported: {supported})")
-    return k
+from .table import KERNELS, UnsupportedType, kernels_for
 
 
 def _chunk(rows: int) -> int:
@@ -80,25 +44,21 @@ def _mismatch(w, *arrays) -> ValueError:
 
 def matvec(w, x, out):
     """W [rows, n] @ x [n] -> out [rows]."""
-    k = _KERNELS.get(w.type) or kernels_for(w.type, w.name)
+    k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
         raise _mismatch(w, x, out)
     data = w.data if k.view is None else w.data.view(k.view)
     k.matvec(out, data, x, k.table, _chunk(w.n_rows))
 
 
-# Types with a fused kernel for up to three matrix-vector products in one parallel launch (Q/K/V,
-# gate/up): (out0, out1, out2, data0, data1, data2, x, table, chunk). Only where the fused loop
-# compiles to bit-for-bit the sums of the single one (checked for Q4_1; a Q5_0 version differed in
-# the last bit, which later flips llama.cpp-style 8-bit roundings).
-_MATVEC3: dict[GGMLType, Callable] = {GGMLType.Q4_1: legacy.matvec3_q4_1}
 _NO_OUT = np.empty(0, np.float32)
 
 
 def matvecs(ws, x, outs):
     """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when all W_i share
     a type with a fused kernel (and there are at most three), else one `matvec` each."""
-    k3 = _MATVEC3.get(ws[0].type)
+    k = KERNELS.get(ws[0].type)
+    k3 = k.matvec3 if k is not None else None
     if k3 is None or len(ws) > 3 or any(w.type != ws[0].type for w in ws):
         for w, out in zip(ws, outs):
             matvec(w, x, out)
@@ -113,13 +73,13 @@ def matvecs(ws, x, outs):
         empty.flags.writeable = datas[0].flags.writeable
         datas.append(empty)
         outs.append(_NO_OUT)
-    k3(outs[0], outs[1], outs[2], datas[0], datas[1], datas[2], x, _F16,
+    k3(outs[0], outs[1], outs[2], datas[0], datas[1], datas[2], x, k.table,
        _chunk(max(w.n_rows for w in ws)))
 
 
 def matmul(w, x, out):
     """x [T, n] -> out [T, rows] = x @ W^T (the prefill GEMM)."""
-    k = _KERNELS.get(w.type) or kernels_for(w.type, w.name)
+    k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.ndim != 2 or x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.n_rows):
         raise _mismatch(w, x, out)
     data = w.data if k.view is None else w.data.view(k.view)
@@ -128,7 +88,7 @@ def matmul(w, x, out):
 
 def get_rows(w, ids, out):
     """ids int [T] -> out [T, n]: the rows of W named by ids, dequantized (embedding lookup)."""
-    k = _KERNELS.get(w.type) or kernels_for(w.type, w.name)
+    k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if ids.ndim != 1 or out.shape != (ids.shape[0], w.shape[0]):
         raise _mismatch(w, ids, out)
     data = w.data if k.view is None else w.data.view(k.view)

@@ -13,8 +13,8 @@ length: a tail shorter than the 32-lane accumulator is summed on its own.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
+from .jit import njit, prange
 from .gemm import TILE, tile_gemm
 
 LANES = 32     # per-lane accumulator width (as the block kernels), 2 zmm / 4 ymm / 8 NEON registers

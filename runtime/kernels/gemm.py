@@ -3,7 +3,7 @@
 Each type's `matmul_*` dequantizes TILE rows of W into a float32 tile once (16 x n floats stay in L2)
 and hands it here, so the dequantization cost is paid once per row and not once per (row, token).
 The inner loop over k carries a 2-rows x 4-tokens register tile: 8 independent accumulators that LLVM
-turns into 8 vector accumulators, 6 loads per 8 FMAs (shared/research/kernels.md: 74-79 GFLOP/s on
+turns into 8 vector accumulators, 6 loads per 8 FMAs (docs/KERNELS.md: 74-79 GFLOP/s on
 one thread against 43 for a plain dot per (row, token)).
 
 numba's cache does not notice edits to a callee in another module: after changing this file in a
@@ -13,8 +13,8 @@ of all kernel sources).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 TILE = 16        # weight rows dequantized per tile: 16 x n float32 stays in L2 for any n we meet
 
 

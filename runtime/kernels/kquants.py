@@ -16,27 +16,24 @@ a scalar inside each.
 Every type's decode row dot product is LLVM vector code, as legacy.py's `_block_dot` and for the
 same reasons: the accumulator stays in a zmm register, the scale multiplies once per 32 (Q4_K, Q5_K)
 or 16 (Q2_K, Q3_K, Q6_K) weights, the mins leave the loop as dmin * sum_g m_g * (sum of x over group
-g). One Zen 4 thread, CPU clock, all of Gemma 3's tensors of the type (issue 9): Q4_K 4.4 -> 7.2 GB/s,
+g). One Zen 4 thread, CPU clock, all of Gemma 3's tensors of the type: Q4_K 4.4 -> 7.2 GB/s,
 Q6_K 4.7 -> 7.5 GB/s; a random 4096 x 2048 matrix: Q5_K 3.4 -> 8.5 GB/s.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .blocks import block_sums, fp16
 from .gemm import TILE, tile_gemm
-from .legacy import (_F32, _I8, _I32, _I64, _V16F, _V16I32, _block_sums, _contiguous, _fma, _hsum,
-                     _load, _load_f16, _nibbles, _splat)
+from .jit import njit, prange
+from .vector_ir import (F32, I8, I32, I64, V16F, V16I32, bytes16, contiguous, fma, hsum, load, load_f16,
+                        nibbles, row_dot, splat)
 
 QK_K = 256
-
-
-@njit(inline="always")
-def _fp16(row, o, f16):
-    return f16[np.int32(row[o]) | (np.int32(row[o + 1]) << 8)]
 
 
 @njit(inline="always")
@@ -74,62 +71,54 @@ def _dot_k16(block_bytes, qs_offset, d_offset, two_bit_values, dmin_offset=None)
         b = builder
         rp = context.make_array(sig.args[0])(context, b, args[0]).data
         xa = context.make_array(sig.args[1])(context, b, args[1])
-        acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
-        mins = cgutils.alloca_once_value(b, ir.Constant(_F32, 0))
-        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
-            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, block_bytes))])
-            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
-            d = _load_f16(b, blk, d_offset)
+        acc = cgutils.alloca_once_value(b, ir.Constant(V16F, None))
+        mins = cgutils.alloca_once_value(b, ir.Constant(F32, 0))
+        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(I64, QK_K))) as loop:
+            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(I64, block_bytes))])
+            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(I64, QK_K))])
+            d = load_f16(b, blk, d_offset)
             if with_min:                         # this super-block's 16 sums of x
                 xsp = context.make_array(sig.args[2])(context, b, args[2]).data
-                xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 16))])
-            a, msum = b.load(acc), ir.Constant(_F32, 0)
+                xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(I64, QK_K // 16))])
+            a, msum = b.load(acc), ir.Constant(F32, 0)
             for h in range(2):
                 for s in range(2):
-                    qs = b.zext(_load(b, blk, qs_offset + 32 * h + 16 * s, ir.VectorType(_I8, 16), 1), _V16I32)
+                    qs = b.zext(load(b, blk, qs_offset + 32 * h + 16 * s, ir.VectorType(I8, 16), 1), V16I32)
                     for j in range(4):
                         gi = 8 * h + 2 * j + s
-                        q = b.and_(b.lshr(qs, ir.Constant(_V16I32, [2 * j] * 16)), ir.Constant(_V16I32, [3] * 16))
+                        q = b.and_(b.lshr(qs, ir.Constant(V16I32, [2 * j] * 16)), ir.Constant(V16I32, [3] * 16))
                         v, sc, m = two_bit_values(b, blk, q, h, j, s, gi)
-                        t = b.fmul(v, _load(b, xb, 16 * gi, _V16F, 4))
-                        a = _fma(b, _splat(b, b.fmul(d, sc), _V16F), t, a)
+                        t = b.fmul(v, load(b, xb, 16 * gi, V16F, 4))
+                        a = fma(b, splat(b, b.fmul(d, sc), V16F), t, a)
                         if with_min:
-                            msum = _fma(b, m, _load(b, xsb, gi, _F32, 4), msum)
+                            msum = fma(b, m, load(b, xsb, gi, F32, 4), msum)
             b.store(a, acc)
             if with_min:
-                b.store(_fma(b, _load_f16(b, blk, dmin_offset), msum, b.load(mins)), mins)
-        return b.fsub(_hsum(b, b.load(acc)), b.load(mins))
+                b.store(fma(b, load_f16(b, blk, dmin_offset), msum, b.load(mins)), mins)
+        return b.fsub(hsum(b, b.load(acc)), b.load(mins))
 
-    if with_min:
-        @intrinsic
-        def dot(typingctx, row, x, xs):
-            return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
-    else:
-        @intrinsic
-        def dot(typingctx, row, x):
-            return (types.float32(row, x), codegen) if _contiguous(row, x) else None
-    return dot
+    return row_dot(codegen, 3 if with_min else 2)
 
 
 def _values_q2_k(b, blk, q, h, j, s, gi):
     # weight = d * (scales[gi] & 15) * q - dmin * (scales[gi] >> 4)
-    sb = b.zext(_load(b, blk, gi, _I8, 1), _I32)
-    sc = b.uitofp(b.and_(sb, ir.Constant(_I32, 15)), _F32)
-    m = b.uitofp(b.lshr(sb, ir.Constant(_I32, 4)), _F32)
-    return b.uitofp(q, _V16F), sc, m
+    sb = b.zext(load(b, blk, gi, I8, 1), I32)
+    sc = b.uitofp(b.and_(sb, ir.Constant(I32, 15)), F32)
+    m = b.uitofp(b.lshr(sb, ir.Constant(I32, 4)), F32)
+    return b.uitofp(q, V16F), sc, m
 
 
 def _values_q3_k(b, blk, q, h, j, s, gi):
     # weight = d * scale_gi * (q - 4 + 4 * bit 4h + j of hmask[16s + i]), scale_gi as _scale_q3_k
-    hm = b.zext(_load(b, blk, 16 * s, ir.VectorType(_I8, 16), 1), _V16I32)
-    hb = b.and_(b.lshr(hm, ir.Constant(_V16I32, [4 * h + j] * 16)), ir.Constant(_V16I32, [1] * 16))
-    v = b.sub(b.add(q, b.shl(hb, ir.Constant(_V16I32, [2] * 16))), ir.Constant(_V16I32, [4] * 16))
-    lo = b.and_(b.lshr(b.zext(_load(b, blk, 96 + gi % 8, _I8, 1), _I32), ir.Constant(_I32, 4 * (gi // 8))),
-                ir.Constant(_I32, 15))
-    hi = b.and_(b.lshr(b.zext(_load(b, blk, 104 + gi % 4, _I8, 1), _I32), ir.Constant(_I32, 2 * (gi // 4))),
-                ir.Constant(_I32, 3))
-    sc = b.sitofp(b.sub(b.or_(lo, b.shl(hi, ir.Constant(_I32, 4))), ir.Constant(_I32, 32)), _F32)
-    return b.sitofp(v, _V16F), sc, None
+    hm = b.zext(load(b, blk, 16 * s, ir.VectorType(I8, 16), 1), V16I32)
+    hb = b.and_(b.lshr(hm, ir.Constant(V16I32, [4 * h + j] * 16)), ir.Constant(V16I32, [1] * 16))
+    v = b.sub(b.add(q, b.shl(hb, ir.Constant(V16I32, [2] * 16))), ir.Constant(V16I32, [4] * 16))
+    lo = b.and_(b.lshr(b.zext(load(b, blk, 96 + gi % 8, I8, 1), I32), ir.Constant(I32, 4 * (gi // 8))),
+                ir.Constant(I32, 15))
+    hi = b.and_(b.lshr(b.zext(load(b, blk, 104 + gi % 4, I8, 1), I32), ir.Constant(I32, 2 * (gi // 4))),
+                ir.Constant(I32, 3))
+    sc = b.sitofp(b.sub(b.or_(lo, b.shl(hi, ir.Constant(I32, 4))), ir.Constant(I32, 32)), F32)
+    return b.sitofp(v, V16F), sc, None
 
 
 _dot_q2_k = _dot_k16(84, 16, 80, _values_q2_k, dmin_offset=82)
@@ -141,7 +130,7 @@ _dot_q3_k = _dot_k16(110, 32, 108, _values_q3_k)
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q2_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x, 16)
+    xs = block_sums(x, 16)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q2_k(data[r], x, xs)
@@ -151,8 +140,8 @@ def matvec_q2_k(out, data, x, f16, chunk):
 def dequant_row_q2_k(y, row, f16):
     for b in range(y.shape[0] // QK_K):
         o = b * 84
-        d = _fp16(row, o + 80, f16)
-        dmin = _fp16(row, o + 82, f16)
+        d = fp16(row, o + 80, f16)
+        dmin = fp16(row, o + 82, f16)
         for h in range(2):
             for j in range(4):
                 yo = b * QK_K + 128 * h + 32 * j
@@ -180,7 +169,7 @@ def matvec_q3_k(out, data, x, f16, chunk):
 def dequant_row_q3_k(y, row, f16):
     for b in range(y.shape[0] // QK_K):
         o = b * 110
-        d = _fp16(row, o + 108, f16)
+        d = fp16(row, o + 108, f16)
         for h in range(2):
             for j in range(4):
                 yo = b * QK_K + 128 * h + 32 * j
@@ -198,16 +187,16 @@ def dequant_row_q3_k(y, row, f16):
 def _scale_min_k4_ir(b, blk, j):
     # _scale_min_k4 in LLVM IR: 6-bit scale and min of sub-block j from the 12 bytes at blk + 4
     def byte(k):
-        return b.zext(_load(b, blk, 4 + k, _I8, 1), _I32)
+        return b.zext(load(b, blk, 4 + k, I8, 1), I32)
 
     def c(v):
-        return ir.Constant(_I32, v)
+        return ir.Constant(I32, v)
     if j < 4:
         sc, m = b.and_(byte(j), c(63)), b.and_(byte(j + 4), c(63))
     else:
         sc = b.or_(b.and_(byte(j + 4), c(15)), b.shl(b.lshr(byte(j - 4), c(6)), c(4)))
         m = b.or_(b.lshr(byte(j + 4), c(4)), b.shl(b.lshr(byte(j), c(6)), c(4)))
-    return b.uitofp(sc, _F32), b.uitofp(m, _F32)
+    return b.uitofp(sc, F32), b.uitofp(m, F32)
 
 
 def _dot_k4(block_bytes, qs_offset, qh_offset=None):
@@ -221,39 +210,36 @@ def _dot_k4(block_bytes, qs_offset, qh_offset=None):
         rp = context.make_array(sig.args[0])(context, b, args[0]).data
         xa = context.make_array(sig.args[1])(context, b, args[1])
         xsp = context.make_array(sig.args[2])(context, b, args[2]).data
-        acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
-        mins = cgutils.alloca_once_value(b, ir.Constant(_F32, 0))
-        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
-            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, block_bytes))])
-            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
-            xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(_I64, QK_K // 32))])
-            d, dmin = _load_f16(b, blk, 0), _load_f16(b, blk, 2)
-            a, msum = b.load(acc), ir.Constant(_F32, 0)
+        acc = cgutils.alloca_once_value(b, ir.Constant(V16F, None))
+        mins = cgutils.alloca_once_value(b, ir.Constant(F32, 0))
+        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(I64, QK_K))) as loop:
+            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(I64, block_bytes))])
+            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(I64, QK_K))])
+            xsb = b.gep(xsp, [b.mul(loop.index, ir.Constant(I64, QK_K // 32))])
+            d, dmin = load_f16(b, blk, 0), load_f16(b, blk, 2)
+            a, msum = b.load(acc), ir.Constant(F32, 0)
             if qh_offset is not None:            # qh[0..15], qh[16..31] as <16 x i32>
-                qh = [b.zext(_load(b, blk, qh_offset + 16 * h, ir.VectorType(_I8, 16), 1), _V16I32)
+                qh = [b.zext(load(b, blk, qh_offset + 16 * h, ir.VectorType(I8, 16), 1), V16I32)
                       for h in range(2)]
             for j in range(4):
-                halves = [list(_nibbles(b, blk, qs_offset + 32 * j + 16 * h)) for h in range(2)]
+                halves = [list(nibbles(b, blk, qs_offset + 32 * j + 16 * h)) for h in range(2)]
                 for g in range(2):                    # g = 0: low nibbles, group 2j; 1: high, 2j + 1
                     if qh_offset is not None:
                         for h in range(2):
-                            bit = b.and_(b.lshr(qh[h], ir.Constant(_V16I32, [2 * j + g] * 16)),
-                                         ir.Constant(_V16I32, [1] * 16))
-                            halves[h][g] = b.or_(halves[h][g], b.shl(bit, ir.Constant(_V16I32, [4] * 16)))
+                            bit = b.and_(b.lshr(qh[h], ir.Constant(V16I32, [2 * j + g] * 16)),
+                                         ir.Constant(V16I32, [1] * 16))
+                            halves[h][g] = b.or_(halves[h][g], b.shl(bit, ir.Constant(V16I32, [4] * 16)))
                     sc, m = _scale_min_k4_ir(b, blk, 2 * j + g)
                     xo = 64 * j + 32 * g
-                    t = _fma(b, b.uitofp(halves[1][g], _V16F), _load(b, xb, xo + 16, _V16F, 4),
-                             b.fmul(b.uitofp(halves[0][g], _V16F), _load(b, xb, xo, _V16F, 4)))
-                    a = _fma(b, _splat(b, b.fmul(d, sc), _V16F), t, a)
-                    msum = _fma(b, m, _load(b, xsb, 2 * j + g, _F32, 4), msum)
+                    t = fma(b, b.uitofp(halves[1][g], V16F), load(b, xb, xo + 16, V16F, 4),
+                             b.fmul(b.uitofp(halves[0][g], V16F), load(b, xb, xo, V16F, 4)))
+                    a = fma(b, splat(b, b.fmul(d, sc), V16F), t, a)
+                    msum = fma(b, m, load(b, xsb, 2 * j + g, F32, 4), msum)
             b.store(a, acc)
-            b.store(_fma(b, dmin, msum, b.load(mins)), mins)
-        return b.fsub(_hsum(b, b.load(acc)), b.load(mins))
+            b.store(fma(b, dmin, msum, b.load(mins)), mins)
+        return b.fsub(hsum(b, b.load(acc)), b.load(mins))
 
-    @intrinsic
-    def dot(typingctx, row, x, xs):
-        return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
-    return dot
+    return row_dot(codegen, 3)
 
 
 _dot_q4_k = _dot_k4(144, 16)
@@ -263,7 +249,7 @@ _dot_q5_k = _dot_k4(176, 48, qh_offset=16)
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q4_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x, 32)
+    xs = block_sums(x, 32)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q4_k(data[r], x, xs)
@@ -273,8 +259,8 @@ def matvec_q4_k(out, data, x, f16, chunk):
 def dequant_row_q4_k(y, row, f16):
     for b in range(y.shape[0] // QK_K):
         o = b * 144
-        d = _fp16(row, o, f16)
-        dmin = _fp16(row, o + 2, f16)
+        d = fp16(row, o, f16)
+        dmin = fp16(row, o + 2, f16)
         for j in range(4):
             sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
             sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
@@ -291,7 +277,7 @@ def dequant_row_q4_k(y, row, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_k(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x, 32)
+    xs = block_sums(x, 32)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q5_k(data[r], x, xs)
@@ -301,8 +287,8 @@ def matvec_q5_k(out, data, x, f16, chunk):
 def dequant_row_q5_k(y, row, f16):
     for b in range(y.shape[0] // QK_K):
         o = b * 176
-        d = _fp16(row, o, f16)
-        dmin = _fp16(row, o + 2, f16)
+        d = fp16(row, o, f16)
+        dmin = fp16(row, o + 2, f16)
         for j in range(4):
             sc1, m1 = _scale_min_k4(row, o + 4, 2 * j)
             sc2, m2 = _scale_min_k4(row, o + 4, 2 * j + 1)
@@ -327,34 +313,31 @@ def _dot_q6_k(typingctx, row, x):
         b = builder
         rp = context.make_array(sig.args[0])(context, b, args[0]).data
         xa = context.make_array(sig.args[1])(context, b, args[1])
-        acc = cgutils.alloca_once_value(b, ir.Constant(_V16F, None))
+        acc = cgutils.alloca_once_value(b, ir.Constant(V16F, None))
 
         def c(v):
-            return ir.Constant(_V16I32, [v] * 16)
-
-        def bytes16(blk, offset):
-            return b.zext(_load(b, blk, offset, ir.VectorType(_I8, 16), 1), _V16I32)
-        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(_I64, QK_K))) as loop:
-            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(_I64, 210))])
-            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(_I64, QK_K))])
-            d = _load_f16(b, blk, 208)
+            return ir.Constant(V16I32, [v] * 16)
+        with cgutils.for_range(b, b.udiv(xa.nitems, ir.Constant(I64, QK_K))) as loop:
+            blk = b.gep(rp, [b.mul(loop.index, ir.Constant(I64, 210))])
+            xb = b.gep(xa.data, [b.mul(loop.index, ir.Constant(I64, QK_K))])
+            d = load_f16(b, blk, 208)
             a = b.load(acc)
             for h in range(2):
                 for s16 in range(2):                  # lanes l = 16 * s16 + 0..15 of the 32 above
-                    lo, hi = bytes16(blk, 64 * h + 16 * s16), bytes16(blk, 64 * h + 32 + 16 * s16)
-                    g = bytes16(blk, 128 + 32 * h + 16 * s16)
+                    lo, hi = bytes16(b, blk, 64 * h + 16 * s16), bytes16(b, blk, 64 * h + 32 + 16 * s16)
+                    g = bytes16(b, blk, 128 + 32 * h + 16 * s16)
                     qs = [b.or_(b.and_(lo, c(15)), b.shl(b.and_(g, c(3)), c(4))),
                           b.or_(b.and_(hi, c(15)), b.shl(b.and_(b.lshr(g, c(2)), c(3)), c(4))),
                           b.or_(b.lshr(lo, c(4)), b.shl(b.and_(b.lshr(g, c(4)), c(3)), c(4))),
                           b.or_(b.lshr(hi, c(4)), b.shl(b.lshr(g, c(6)), c(4)))]
                     for k, q in enumerate(qs):             # position 128h + 32k + l, scale 8h + 2k + s16
-                        sc = b.sitofp(_load(b, blk, 192 + 8 * h + 2 * k + s16, _I8, 1), _F32)
-                        v = b.sitofp(b.sub(q, c(32)), _V16F)
-                        xk = _load(b, xb, 128 * h + 32 * k + 16 * s16, _V16F, 4)
-                        a = _fma(b, _splat(b, b.fmul(d, sc), _V16F), b.fmul(v, xk), a)
+                        sc = b.sitofp(load(b, blk, 192 + 8 * h + 2 * k + s16, I8, 1), F32)
+                        v = b.sitofp(b.sub(q, c(32)), V16F)
+                        xk = load(b, xb, 128 * h + 32 * k + 16 * s16, V16F, 4)
+                        a = fma(b, splat(b, b.fmul(d, sc), V16F), b.fmul(v, xk), a)
             b.store(a, acc)
-        return _hsum(b, b.load(acc))
-    return (types.float32(row, x), codegen) if _contiguous(row, x) else None
+        return hsum(b, b.load(acc))
+    return (types.float32(row, x), codegen) if contiguous(row, x) else None
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -369,7 +352,7 @@ def matvec_q6_k(out, data, x, f16, chunk):
 def dequant_row_q6_k(y, row, f16):
     for b in range(y.shape[0] // QK_K):
         o = b * 210
-        d = _fp16(row, o + 208, f16)
+        d = fp16(row, o + 208, f16)
         for h in range(2):
             ql, qh, yo = o + 64 * h, o + 128 + 32 * h, b * QK_K + 128 * h
             for s in range(2):

@@ -13,14 +13,14 @@ Per type, with `data` the raw blocks uint8 [rows, row_nbytes] and x float32:
     matmul_*(out, data, x, f16)          x [T, n] -> out [T, rows]
     get_rows_*(out, data, ids, f16)      ids [T] -> out [T, n]
 
-matvec is the decode hot path (shared/research/kernels.md): prange over chunks of rows, and per row
+matvec is the decode hot path (docs/KERNELS.md): prange over chunks of rows, and per row
 a dot product written as LLVM vector code (`_block_dot`, built with numba's @intrinsic). In plain numba
 (a per-lane accumulator array `acc`, slot j collecting position j of every block, summed at the end)
 LLVM cannot prove `acc` does not alias x (both float32 arrays), so it stored acc back every block; it
 also multiplied every weight by its scale and read each fp16 scale through the 256 KiB table. The
 vector form keeps the accumulator in one zmm register, multiplies by the scale once per block, takes
 Q4_1's and Q5_1's m out of the loop (m * sum of the x block, as llama.cpp's Q4_1 x Q8_1 dot does) and
-converts scales with vcvtph2ps. One Zen 4 thread, CPU clock, all tensors of the type (issue 9, GB/s
+converts scales with vcvtph2ps. One Zen 4 thread, CPU clock, all tensors of the type (GB/s
 of raw blocks): SmolLM2 Q4_1 6.3 -> 8.2-8.8, Gemma 3 Q5_0 4.4-5.1 -> 8.3, Q8_0 heads 12-14 ->
 14.8-15.2 (the thread reads ~22 GB/s from memory). matvec and matvec3 call the same row function:
 identical sums. The dequantizing loops (prefill tiles, get_rows) stay plain numba; `np.int32(...)`
@@ -31,19 +31,14 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
 
+from .blocks import block_sums, fp16
 from .gemm import TILE, tile_gemm
+from .jit import njit, prange
+from .vector_ir import F32, I8, I32, I64, V16F, V16I32, fma, hsum, load, load_f16, nibbles, row_dot, splat
 
 QK = 32                                  # weights per block
-
-
-@njit(inline="always")
-def _fp16(row, o, f16):
-    # the fp16 at byte offset o of row, as float32
-    return f16[np.int32(row[o]) | (np.int32(row[o + 1]) << 8)]
 
 
 @njit(inline="always")
@@ -62,45 +57,6 @@ def _hbit(half, bit, set_value, clear_value):
 
 # ---- LLVM vector code for the decode row dot products ----------------------------------------------
 
-_F32, _I8, _I32, _I64 = ir.FloatType(), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-_V16F, _V16I32 = ir.VectorType(_F32, 16), ir.VectorType(_I32, 16)
-
-
-def _splat(b, value, ty):
-    # a vector of type ty with every lane = value
-    n = ty.count
-    one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
-    return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(_I32, n), [0] * n))
-
-
-def _fma(b, x, y, z):
-    # x * y + z in one rounding (llvm.fma; llvmlite's own fma takes scalars only)
-    t = x.type
-    name = f"llvm.fma.v{t.count}f32" if isinstance(t, ir.VectorType) else "llvm.fma.f32"
-    return b.call(cgutils.get_or_insert_function(b.module, ir.FunctionType(t, [t, t, t]), name), [x, y, z])
-
-
-def _load(b, base, offset, ty, align):
-    # the ty at element `offset` (an int) of pointer base
-    return b.load(b.bitcast(b.gep(base, [ir.Constant(_I64, offset)]), ty.as_pointer()), align=align)
-
-
-def _load_f16(b, blk, offset):
-    # the fp16 at byte offset of a block, as float (vcvtph2ps with F16C)
-    return b.fpext(_load(b, blk, offset, ir.HalfType(), 1), _F32)
-
-
-def _hsum(b, v):
-    # sum of the lanes of a float vector, by halves
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
-        v = b.fadd(lo, hi)
-    return b.extract_element(v, ir.Constant(_I32, 0))
-
-
 def _block_dot(block_bytes, values, with_min=False):
     """An intrinsic for the dot product of one row of 32-weight blocks with x, for the types whose
     weights are d * integer (+ m): `dot(row, x) -> float32`, or with_min `dot(row, x, xs)`.
@@ -113,82 +69,63 @@ def _block_dot(block_bytes, values, with_min=False):
     def codegen(context, builder, sig, args):
         rp = context.make_array(sig.args[0])(context, builder, args[0]).data
         xa = context.make_array(sig.args[1])(context, builder, args[1])
-        nb = builder.udiv(xa.nitems, ir.Constant(_I64, QK))
-        acc = cgutils.alloca_once_value(builder, ir.Constant(_V16F, None))
-        total = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0))
+        nb = builder.udiv(xa.nitems, ir.Constant(I64, QK))
+        acc = cgutils.alloca_once_value(builder, ir.Constant(V16F, None))
+        total = cgutils.alloca_once_value(builder, ir.Constant(F32, 0))
         with cgutils.for_range(builder, nb) as loop:
-            blk = builder.gep(rp, [builder.mul(loop.index, ir.Constant(_I64, block_bytes))])
-            xb = builder.gep(xa.data, [builder.mul(loop.index, ir.Constant(_I64, QK))])
+            blk = builder.gep(rp, [builder.mul(loop.index, ir.Constant(I64, block_bytes))])
+            xb = builder.gep(xa.data, [builder.mul(loop.index, ir.Constant(I64, QK))])
             d, (v0, v1) = values(builder, blk)
-            t = _fma(builder, v1, _load(builder, xb, 16, _V16F, 4),
-                     builder.fmul(v0, _load(builder, xb, 0, _V16F, 4)))
-            builder.store(_fma(builder, _splat(builder, d, _V16F), t, builder.load(acc)), acc)
+            t = fma(builder, v1, load(builder, xb, 16, V16F, 4),
+                     builder.fmul(v0, load(builder, xb, 0, V16F, 4)))
+            builder.store(fma(builder, splat(builder, d, V16F), t, builder.load(acc)), acc)
             if with_min:
                 xsp = context.make_array(sig.args[2])(context, builder, args[2]).data
                 xsb = builder.load(builder.gep(xsp, [loop.index]))
-                builder.store(_fma(builder, _load_f16(builder, blk, 2), xsb, builder.load(total)), total)
-        return builder.fadd(_hsum(builder, builder.load(acc)), builder.load(total))
+                builder.store(fma(builder, load_f16(builder, blk, 2), xsb, builder.load(total)), total)
+        return builder.fadd(hsum(builder, builder.load(acc)), builder.load(total))
 
-    if with_min:
-        @intrinsic
-        def dot(typingctx, row, x, xs):
-            return (types.float32(row, x, xs), codegen) if _contiguous(row, x, xs) else None
-    else:
-        @intrinsic
-        def dot(typingctx, row, x):
-            return (types.float32(row, x), codegen) if _contiguous(row, x) else None
-    return dot
-
-
-def _contiguous(*arrays):
-    # the vector code indexes raw data pointers: only C-contiguous 1-d arrays type-check
-    return all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in arrays)
-
-
-def _nibbles(b, blk, offset):
-    # the 16 bytes at offset as (low nibbles, high nibbles), each <16 x i32>
-    q = b.zext(_load(b, blk, offset, ir.VectorType(_I8, 16), 1), _V16I32)
-    return b.and_(q, ir.Constant(_V16I32, [15] * 16)), b.lshr(q, ir.Constant(_V16I32, [4] * 16))
+    return row_dot(codegen, 3 if with_min else 2)
 
 
 def _values_q4_1(b, blk):
     # w[j] = d * lo(qs[j]) + m, w[j+16] = d * hi(qs[j]) + m   (m: with_min)
-    return _load_f16(b, blk, 0), [b.uitofp(q, _V16F) for q in _nibbles(b, blk, 4)]
+    return load_f16(b, blk, 0), [b.uitofp(q, V16F) for q in nibbles(b, blk, 4)]
 
 
 def _values_q4_0(b, blk):
     # w[j] = d * (lo(qs[j]) - 8), w[j+16] = d * (hi(qs[j]) - 8)
-    eight = ir.Constant(_V16I32, [8] * 16)
-    return _load_f16(b, blk, 0), [b.sitofp(b.sub(q, eight), _V16F) for q in _nibbles(b, blk, 2)]
+    eight = ir.Constant(V16I32, [8] * 16)
+    return load_f16(b, blk, 0), [b.sitofp(b.sub(q, eight), V16F) for q in nibbles(b, blk, 2)]
 
 
 def _high_bits(b, qh, h):
     # <16 x i1>: bit j (h = 0) or bit 16 + j (h = 1) of the splatted uint32 qh, for lane j
-    bits = ir.Constant(_V16I32, [1 << (16 * h + j) for j in range(16)])
-    return b.icmp_unsigned("!=", b.and_(qh, bits), ir.Constant(_V16I32, [0] * 16))
+    bits = ir.Constant(V16I32, [1 << (16 * h + j) for j in range(16)])
+    return b.icmp_unsigned("!=", b.and_(qh, bits), ir.Constant(V16I32, [0] * 16))
 
 
 def _values_q5_0(b, blk):
     # w[j] = d * ((lo(qs[j]) | bit j of qh << 4) - 16), w[j+16] likewise with hi() and bit j + 16
-    qh = _splat(b, _load(b, blk, 2, _I32, 1), _V16I32)
+    qh = splat(b, load(b, blk, 2, I32, 1), V16I32)
     out = []
-    for h, q in enumerate(_nibbles(b, blk, 6)):
-        out.append(b.sitofp(b.select(_high_bits(b, qh, h), q, b.sub(q, ir.Constant(_V16I32, [16] * 16))), _V16F))
-    return _load_f16(b, blk, 0), out
+    for h, q in enumerate(nibbles(b, blk, 6)):
+        out.append(b.sitofp(b.select(_high_bits(b, qh, h), q, b.sub(q, ir.Constant(V16I32, [16] * 16))), V16F))
+    return load_f16(b, blk, 0), out
 
 
 def _values_q5_1(b, blk):
     # w[j] = d * (lo(qs[j]) | bit j of qh << 4) + m, w[j+16] likewise with hi() and bit j + 16
-    qh = _splat(b, _load(b, blk, 4, _I32, 1), _V16I32)
+    qh = splat(b, load(b, blk, 4, I32, 1), V16I32)
     out = []
-    for h, q in enumerate(_nibbles(b, blk, 8)):
-        out.append(b.uitofp(b.select(_high_bits(b, qh, h), b.add(q, ir.Constant(_V16I32, [16] * 16)), q), _V16F))
-    return _load_f16(b, blk, 0), out
+    for h, q in enumerate(nibbles(b, blk, 8)):
+        out.append(b.uitofp(b.select(_high_bits(b, qh, h), b.add(q, ir.Constant(V16I32, [16] * 16)), q), V16F))
+    return load_f16(b, blk, 0), out
 
 
 def _values_q8_0(b, blk):
     # w[j] = d * qs[j], qs int8
-    return _load_f16(b, blk, 0), [b.sitofp(_load(b, blk, 2 + 16 * h, ir.VectorType(_I8, 16), 1), _V16F)
+    return load_f16(b, blk, 0), [b.sitofp(load(b, blk, 2 + 16 * h, ir.VectorType(I8, 16), 1), V16F)
                                   for h in range(2)]
 
 
@@ -197,19 +134,6 @@ _dot_q4_1 = _block_dot(20, _values_q4_1, with_min=True)
 _dot_q5_0 = _block_dot(22, _values_q5_0)
 _dot_q5_1 = _block_dot(24, _values_q5_1, with_min=True)
 _dot_q8_0 = _block_dot(34, _values_q8_0)
-
-
-@njit(inline="always")
-def _block_sums(x, size):
-    # x [nb * size] -> [nb], the sum of each block of `size` values (the xs of the dot products
-    # whose mins leave the vector loop: size 32, or 16 for Q2_K)
-    xs = np.empty(x.shape[0] // size, np.float32)
-    for b in range(xs.shape[0]):
-        s = np.float32(0)
-        for j in range(size):
-            s += x[b * size + j]
-        xs[b] = s
-    return xs
 
 
 # ---- Q4_0: 18 bytes = d | qs[16] -------------------------------------------------------------------
@@ -226,7 +150,7 @@ def matvec_q4_0(out, data, x, f16, chunk):
 def dequant_row_q4_0(y, row, f16):
     for b in range(y.shape[0] // QK):
         o, yo = b * 18, b * QK
-        d = _fp16(row, o, f16)
+        d = fp16(row, o, f16)
         for j in range(16):
             q = np.int32(row[o + 2 + j])
             y[yo + j] = d * np.float32(np.int32(q & 15) - 8)
@@ -258,7 +182,7 @@ def get_rows_q4_0(out, data, ids, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q4_1(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x, QK)
+    xs = block_sums(x, QK)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q4_1(data[r], x, xs)
@@ -268,8 +192,8 @@ def matvec_q4_1(out, data, x, f16, chunk):
 def dequant_row_q4_1(y, row, f16):
     for b in range(y.shape[0] // QK):
         o, yo = b * 20, b * QK
-        d = _fp16(row, o, f16)
-        m = _fp16(row, o + 2, f16)
+        d = fp16(row, o, f16)
+        m = fp16(row, o + 2, f16)
         for j in range(16):
             q = np.int32(row[o + 4 + j])
             y[yo + j] = d * np.float32(np.int32(q & 15)) + m
@@ -312,7 +236,7 @@ def matvec3_q4_1(o0, o1, o2, d0, d1, d2, x, f16, chunk):
     n0 = (d0.shape[0] + chunk - 1) // chunk
     n1 = (d1.shape[0] + chunk - 1) // chunk
     n2 = (d2.shape[0] + chunk - 1) // chunk
-    xs = _block_sums(x, QK)
+    xs = block_sums(x, QK)
     for c in prange(n0 + n1 + n2):
         if c < n0:
             _rows_q4_1(o0, d0, x, xs, c * chunk, min(d0.shape[0], (c + 1) * chunk))
@@ -337,7 +261,7 @@ def matvec_q5_0(out, data, x, f16, chunk):
 def dequant_row_q5_0(y, row, f16):
     for b in range(y.shape[0] // QK):
         o, yo = b * 22, b * QK
-        d = _fp16(row, o, f16)
+        d = fp16(row, o, f16)
         lo, hi = _u16(row, o + 2), _u16(row, o + 4)
         for j in range(16):
             q = np.int32(row[o + 6 + j])
@@ -371,7 +295,7 @@ def get_rows_q5_0(out, data, ids, f16):
 @njit(parallel=True, fastmath=True, cache=True)
 def matvec_q5_1(out, data, x, f16, chunk):
     rows = data.shape[0]
-    xs = _block_sums(x, QK)
+    xs = block_sums(x, QK)
     for c in prange((rows + chunk - 1) // chunk):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
             out[r] = _dot_q5_1(data[r], x, xs)
@@ -381,8 +305,8 @@ def matvec_q5_1(out, data, x, f16, chunk):
 def dequant_row_q5_1(y, row, f16):
     for b in range(y.shape[0] // QK):
         o, yo = b * 24, b * QK
-        d = _fp16(row, o, f16)
-        m = _fp16(row, o + 2, f16)
+        d = fp16(row, o, f16)
+        m = fp16(row, o + 2, f16)
         lo, hi = _u16(row, o + 4), _u16(row, o + 6)
         for j in range(16):
             q = np.int32(row[o + 8 + j])
@@ -425,7 +349,7 @@ def matvec_q8_0(out, data, x, f16, chunk):
 def dequant_row_q8_0(y, row, f16):
     for b in range(y.shape[0] // QK):
         o, yo = b * 34, b * QK
-        d = _fp16(row, o, f16)
+        d = fp16(row, o, f16)
         for j in range(QK):
             y[yo + j] = d * np.float32(np.int8(row[o + 2 + j]))
 

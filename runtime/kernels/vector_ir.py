@@ -1,0 +1,86 @@
+"""LLVM IR building blocks for the decode dot products (legacy.py, kquants.py), with numba's @intrinsic.
+
+The row dot products are written as LLVM vector code rather than plain numba loops: in plain numba
+LLVM cannot prove a per-lane accumulator array does not alias x (both float32 arrays), so it stores it
+back every block, and it multiplies every weight by its scale. Built here, the accumulator stays in one
+register and the scale multiplies once per block (docs/KERNELS.md has the measurements).
+
+Each helper takes an `llvmlite.ir.IRBuilder` `b` first and returns IR values. Vector width: 16 lanes
+(<16 x float> = one zmm register with AVX-512, two ymm with AVX2, four q registers on NEON; LLVM
+splits it as the target needs).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+F32, I8, I32, I64 = ir.FloatType(), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+V16F, V16I32 = ir.VectorType(F32, 16), ir.VectorType(I32, 16)
+V16I8 = ir.VectorType(I8, 16)
+
+
+def splat(b, value, ty):
+    # a vector of type ty with every lane = value
+    n = ty.count
+    one = b.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, n), [0] * n))
+
+
+def fma(b, x, y, z):
+    # x * y + z in one rounding (llvm.fma; llvmlite's own fma takes scalars only)
+    t = x.type
+    name = f"llvm.fma.v{t.count}f32" if isinstance(t, ir.VectorType) else "llvm.fma.f32"
+    return b.call(cgutils.get_or_insert_function(b.module, ir.FunctionType(t, [t, t, t]), name), [x, y, z])
+
+
+def load(b, base, offset, ty, align):
+    # the ty at element `offset` (an int) of pointer base
+    return b.load(b.bitcast(b.gep(base, [ir.Constant(I64, offset)]), ty.as_pointer()), align=align)
+
+
+def load_f16(b, blk, offset):
+    # the fp16 at byte offset of a block, as float (vcvtph2ps with F16C)
+    return b.fpext(load(b, blk, offset, ir.HalfType(), 1), F32)
+
+
+def hsum(b, v):
+    # sum of the lanes of a float vector, by halves
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
+        v = b.fadd(lo, hi)
+    return b.extract_element(v, ir.Constant(I32, 0))
+
+
+def bytes16(b, blk, offset):
+    # the 16 bytes at offset, zero-extended to <16 x i32>
+    return b.zext(load(b, blk, offset, V16I8, 1), V16I32)
+
+
+def nibbles(b, blk, offset):
+    # the 16 bytes at offset as (low nibbles, high nibbles), each <16 x i32>
+    q = bytes16(b, blk, offset)
+    return b.and_(q, ir.Constant(V16I32, [15] * 16)), b.lshr(q, ir.Constant(V16I32, [4] * 16))
+
+
+def contiguous(*arrays):
+    # the vector code indexes raw data pointers: only C-contiguous 1-d arrays type-check
+    return all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in arrays)
+
+
+def row_dot(codegen, n_arrays):
+    """An intrinsic `dot(row, x[, xs]) -> float32` over n_arrays C-contiguous 1-d arrays whose body is
+    `codegen(context, builder, sig, args)` (numba's intrinsic codegen signature)."""
+    if n_arrays == 3:
+        @intrinsic
+        def dot(typingctx, row, x, xs):
+            return (types.float32(row, x, xs), codegen) if contiguous(row, x, xs) else None
+    else:
+        @intrinsic
+        def dot(typingctx, row, x):
+            return (types.float32(row, x), codegen) if contiguous(row, x) else None
+    return dot
