@@ -20,6 +20,7 @@ MAX_STOP_CHARS = 512               # per stop string; generate() holds back this
 MAX_TOP_LOGPROBS = 20              # OpenAI's limit
 MAX_SEED = 2**64                   # numpy's SeedSequence takes any non-negative int; we keep it 64-bit
 MAX_INT_DIGITS = 32                # longer integer literals are parsed as floats (see parse_body)
+MAX_CHOICES = 16                   # `n`: choices are generated one after the other
 
 
 class APIError(Exception):
@@ -52,6 +53,7 @@ class ChatRequest:
     gen: GenOptions
     stream: bool = False
     include_usage: bool = False
+    n: int = 1                         # choices, generated one after the other
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class CompletionRequest:
     gen: GenOptions
     stream: bool = False
     include_usage: bool = False
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -241,10 +244,12 @@ _CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprob
 _COMPLETION = _COMMON | {"prompt", "logprobs", "echo"}
 
 
+def _choices(body: dict) -> int:
+    return _int(body, "n", 1, MAX_CHOICES, 1)
+
+
 def _gen_options(body: dict, limits: Limits, logprobs: int | None) -> GenOptions:
     defaults = limits.defaults
-    if _int(body, "n", 1, 1_000_000, 1) != 1:
-        raise APIError(400, "'n' must be 1: this server generates one choice per request", param="n")
     seed = _int(body, "seed", -(2**63), MAX_SEED - 1, None)
     params = SamplingParams(
         temperature=_num(body, "temperature", 0.0, 2.0, defaults.temperature),
@@ -288,8 +293,8 @@ def _content(i: int, content) -> str:
     raise _wrong(name, "a string or an array of text parts", content)
 
 
-def chat_request(body: dict, limits: Limits) -> ChatRequest:
-    _check_fields(body, _CHAT)
+def messages_field(body: dict) -> list[dict]:
+    """The checked `messages` of a chat body: [{"role", "content": str}], roles mapped to the template's."""
     messages = body.get("messages")
     if messages is None:
         raise APIError(400, "missing required field 'messages'", param="messages")
@@ -309,6 +314,12 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
         if "content" not in m:
             raise APIError(400, f"missing required field 'messages[{i}].content'", param=f"messages[{i}].content")
         checked.append({"role": _ROLES[role], "content": _content(i, m["content"])})
+    return checked
+
+
+def chat_request(body: dict, limits: Limits) -> ChatRequest:
+    _check_fields(body, _CHAT)
+    checked = messages_field(body)
     logprobs = None
     if _bool(body, "logprobs", False):
         logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, 0)
@@ -316,7 +327,7 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
         raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     stream, include_usage = _stream(body)
     return ChatRequest(messages=checked, gen=_gen_options(body, limits, logprobs),
-                       stream=stream, include_usage=include_usage)
+                       stream=stream, include_usage=include_usage, n=_choices(body))
 
 
 def completion_request(body: dict, limits: Limits) -> CompletionRequest:
@@ -337,7 +348,7 @@ def completion_request(body: dict, limits: Limits) -> CompletionRequest:
     logprobs = _int(body, "logprobs", 0, MAX_TOP_LOGPROBS, None)
     stream, include_usage = _stream(body)
     return CompletionRequest(prompt=prompt, gen=_gen_options(body, limits, logprobs),
-                             stream=stream, include_usage=include_usage)
+                             stream=stream, include_usage=include_usage, n=_choices(body))
 
 
 def token_ids(value, name: str, vocab_size: int) -> list[int]:
@@ -349,17 +360,17 @@ def token_ids(value, name: str, vocab_size: int) -> list[int]:
     return value
 
 
-def tokenize_request(body: dict) -> tuple[str, bool, bool]:
-    """-> (content, add_special, parse_special), llama.cpp's defaults: add_special false, parse_special true."""
+def tokenize_request(body: dict) -> tuple[str, bool, bool, bool]:
+    """-> (content, add_special, parse_special, with_pieces), llama.cpp's defaults: add_special false,
+    parse_special true, with_pieces false."""
     _check_fields(body, frozenset({"content", "add_special", "parse_special", "with_pieces"}))
     content = body.get("content")
     if content is None:
         raise APIError(400, "missing required field 'content'", param="content")
     if not isinstance(content, str):
         raise _wrong("content", "a string", content)
-    if _bool(body, "with_pieces", False):
-        raise APIError(400, "'with_pieces' is not supported", param="with_pieces")
-    return content, _bool(body, "add_special", False), _bool(body, "parse_special", True)
+    return (content, _bool(body, "add_special", False), _bool(body, "parse_special", True),
+            _bool(body, "with_pieces", False))
 
 
 def detokenize_request(body: dict, limits: Limits) -> list[int]:
@@ -367,3 +378,14 @@ def detokenize_request(body: dict, limits: Limits) -> list[int]:
     if "tokens" not in body:
         raise APIError(400, "missing required field 'tokens'", param="tokens")
     return token_ids(body["tokens"], "tokens", limits.vocab_size)
+
+
+# ---- shared with the other request shapes (api_native, api_anthropic, api_responses) ---------------
+
+gen_options = _gen_options     # (body, limits, logprobs) -> GenOptions from the sampling fields
+flag = _bool                   # (body, name, default) -> bool
+
+
+def number(body: dict, name: str, lo, hi, default, integer: bool = False):
+    """A number field within [lo, hi] (an integer when `integer`), or `default` when absent or null."""
+    return _int(body, name, lo, hi, default) if integer else _num(body, name, lo, hi, default)

@@ -72,6 +72,10 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' on API calls; several comma-separated keys are "
                         "separate clients, which never share a cached prompt")
     s.add_argument("--nobrowser", action="store_true", help="do not open a browser")
+    s.add_argument("--pooling", choices=("none", "mean", "cls", "last"), default=None,
+                   help="how /v1/embeddings pools a text's tokens (default: the model's own, else mean)")
+    s.add_argument("--embedding", "--embeddings", dest="embeddings", action="store_true",
+                   help="accepted for llama-server scripts; the embeddings endpoints are always on")
     ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
     return ap
 
@@ -103,7 +107,7 @@ def api_keys(value: str | None) -> tuple[str, ...]:
 def server_options(args, model_path: str) -> ServerOptions:
     return ServerOptions(host=args.host or DEFAULT_HOST, api_keys=api_keys(args.api_key),
                          chat_template=args.chat_template, defaults=sampling_params(args),
-                         max_tokens=args.n_predict, model_path=model_path)
+                         max_tokens=args.n_predict, model_path=model_path, pooling=args.pooling)
 
 
 def launch_options(args, interactive: bool) -> LaunchOptions:

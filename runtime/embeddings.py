@@ -20,9 +20,17 @@ Per-token rows ("none") are returned as they are, as llama-server does.
 """
 from __future__ import annotations
 
+import asyncio
+import base64
+from dataclasses import dataclass
+
 import numpy as np
 
+from . import api_native, api_schema
+from .api_schema import APIError, Limits
+
 POOLINGS = ("none", "mean", "cls", "last")
+MAX_INPUTS = 2048               # OpenAI's limit of inputs per request
 DEFAULT_POOLING = "mean"
 
 
@@ -67,3 +75,62 @@ def embed(model, ids: list[int], pooling: str, norm: int = 2) -> np.ndarray:
     session = model.new_session(len(ids))
     pooled = pool(session.hidden(ids), pooling)
     return pooled if pooling == "none" else normalize(pooled, norm)
+
+
+# ---- requests: POST /v1/embeddings (OpenAI) and /embeddings (llama.cpp) -----------------------------
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    inputs: list[list]           # per input: its parts, text or token ids (llama.cpp's prompt forms)
+    norm: int = 2                # embd_normalize
+    base64: bool = False         # encoding_format "base64": little-endian float32 bytes
+
+
+_FIELDS = frozenset({"input", "content", "model", "encoding_format", "user", "embd_normalize", "dimensions"})
+
+
+def request(body: dict, limits: Limits, dim: int, native: bool = False) -> EmbeddingRequest:
+    """`input` (or llama.cpp's `content`): a string, token ids, a mix, or a list of those. dim: the
+    model's embedding size."""
+    unknown = sorted(k for k in body if k not in _FIELDS)
+    if unknown:
+        raise APIError(400, f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(map(repr, unknown))}",
+                       param=unknown[0])
+    name = "input" if "input" in body or not native else "content"
+    if name not in body:
+        raise APIError(400, f"missing required field '{name}'", param=name)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise APIError(400, "'encoding_format' must be \"float\" or \"base64\"", param="encoding_format")
+    if body.get("dimensions") not in (None, dim):
+        raise APIError(400, f"'dimensions' must be {dim}, this model's embedding size "
+                            "(vectors are not shortened)", param="dimensions")
+    return EmbeddingRequest(inputs=api_native.prompts(body[name], name, limits.vocab_size, limit=MAX_INPUTS),
+                            norm=api_schema.number(body, "embd_normalize", -1, 64, 2, integer=True),
+                            base64=fmt == "base64")
+
+
+async def run(engine, req: EmbeddingRequest, pooling: str) -> tuple[list[np.ndarray], int]:
+    """(one vector per input, tokens read). The model runs under the engine's lock, between generations."""
+    model = engine.model
+
+    def work():
+        ids = [api_native.tokenize_mixed(model, parts, True, True) for parts in req.inputs]
+        for i, x in enumerate(ids):
+            if not x:
+                raise APIError(400, f"input {i} is empty", param="input")
+            if len(x) > engine.n_ctx:
+                raise APIError(400, f"input {i} is {len(x)} tokens but the context holds {engine.n_ctx}",
+                               param="input", code="context_length_exceeded")
+        with engine.lock:
+            return [embed(model, x, pooling, req.norm) for x in ids], sum(map(len, ids))
+    return await asyncio.to_thread(work)
+
+
+def openai_response(req: EmbeddingRequest, vectors: list[np.ndarray], n_tokens: int, model_name: str) -> dict:
+    """OpenAI's embeddings list. base64: each vector's float32 bytes, as the openai client decodes them."""
+    def encode(v):
+        return base64.b64encode(v.astype("<f4").tobytes()).decode() if req.base64 else v.tolist()
+    return {"object": "list", "model": model_name,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}

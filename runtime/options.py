@@ -36,6 +36,7 @@ class ServerOptions:
     defaults: SamplingParams = field(default_factory=SamplingParams)   # for fields a request leaves out
     max_tokens: int = -1
     model_path: str = ""               # shown by GET /props (the file name only)
+    pooling: str | None = None         # embeddings: --pooling; None: the GGUF's, else "mean"
 
 
 @dataclass(frozen=True)

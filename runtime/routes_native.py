@@ -3,8 +3,15 @@
     GET  /health, /v1/health    200 {"status": "ok"} when ready, 503 {"status": "loading"} before
     GET  /props                 default_generation_settings (n_ctx, params), total_slots, chat_template,
                                 model_path (the file name only), build_info
-    POST /tokenize              {"content", "add_special", "parse_special"} -> {"tokens"}
+    POST /tokenize              {"content", "add_special", "parse_special", "with_pieces"} -> {"tokens"}
     POST /detokenize            {"tokens"} -> {"content"}
+    POST /completion            llama.cpp's completion (alias /completions): prompt as text, ids or a mix,
+                                n_predict, n_probs, stream (events without [DONE]), `tokens`, `timings`
+    POST /infill                fill-in-the-middle with the model's FIM tokens (400 when it has none)
+    POST /apply-template        {"messages"} -> {"prompt"}: the chat template's text, nothing generated
+    POST /embedding(s)          per input {"index", "embedding": [[...]]} (every token's row with pooling
+                                "none", else the one pooled, normalized vector)
+    GET  /models                alias of /v1/models;  POST /chat/completions: alias of /v1/chat/completions
 
 The web UI reads its sampling defaults from /props, so a bundle built with `--args "--temp 0.2"` gives
 browser users 0.2, and sends only the fields its user changed.
@@ -18,8 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__, api_schema
-from .server_http import json_body, state
+from . import __version__, api_native, api_schema, embeddings, logprobs, routes_openai
+from .api_schema import APIError
+from .chat_template import ChatTemplateError
+from .server_engine import Done, Failed
+from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
 
 # llama.cpp's LLAMA_DEFAULT_SEED: the seed /props reports when each request draws a fresh one
 RANDOM_SEED = 0xFFFFFFFF
@@ -33,8 +43,11 @@ async def health(request: Request) -> Response:
 
 
 async def tokenize(request: Request) -> Response:
-    content, add_special, parse_special = api_schema.tokenize_request(await json_body(request))
-    tokens = await asyncio.to_thread(state(request).engine.model.tokenize, content, add_special, parse_special)
+    content, add_special, parse_special, with_pieces = api_schema.tokenize_request(await json_body(request))
+    model = state(request).engine.model
+    tokens = await asyncio.to_thread(model.tokenize, content, add_special, parse_special)
+    if with_pieces:   # a piece that is not whole UTF-8 (part of a character) comes as its byte values
+        tokens = [{"id": t, "piece": api_native.piece_json(model.tokenizer, t)} for t in tokens]
     return JSONResponse({"tokens": tokens})
 
 
@@ -73,10 +86,115 @@ async def props(request: Request) -> Response:
     })
 
 
+# ---- /completion and /infill -----------------------------------------------------------------------
+
+async def completion(request: Request) -> Response:
+    st = state(request)
+    req = api_native.completion_request(await json_body(request), st.limits)
+    model = st.engine.model
+    ids = [await asyncio.to_thread(api_native.tokenize_mixed, model, parts, True, True) for parts in req.prompts]
+    return await _complete(request, req, ids)
+
+
+async def infill(request: Request) -> Response:
+    st = state(request)
+    req = api_native.infill_request(await json_body(request), st.limits)
+    ids = await asyncio.to_thread(api_native.infill_prompt_ids, st.engine.model, req, st.engine.n_ctx)
+    return await _complete(request, req.completion, [ids])
+
+
+async def _complete(request: Request, req: api_native.CompletionRequest, prompts: list[list[int]]) -> Response:
+    """Each prompt generated in turn: one object (an array for several prompts), or one event stream."""
+    for ids in prompts:
+        if not ids:
+            raise APIError(400, "'prompt' must not be empty", param="prompt")
+    if req.stream:
+        jobs = [state(request).engine.submit(prompts[0], req.gen, client=client_id(request))]
+        return JobStream(jobs, _stream(request, req, prompts, jobs))
+    results = []
+    for index, ids in enumerate(prompts):
+        job = state(request).engine.submit(ids, req.gen, client=client_id(request))
+        events = await collect_unless_disconnected(request, job)
+        if events is None:
+            return client_gone()
+        if isinstance(events[-1], Failed):
+            raise APIError(500, events[-1].message, type="server_error")
+        results.append(_final(request, req, index, ids, events[:-1], events[-1], whole=True))
+    return JSONResponse(results[0] if len(results) == 1 else results)
+
+
+async def _stream(request: Request, req: api_native.CompletionRequest, prompts: list[list[int]], jobs: list):
+    """llama.cpp's /completion events: one per token, then the closing object; no `data: [DONE]`."""
+    st = state(request)
+    tok = st.engine.model.tokenizer
+    for index, ids in enumerate(prompts):
+        if index:
+            jobs.append(st.engine.submit(ids, req.gen, client=client_id(request)))
+        pieces = []
+        async for item in jobs[-1].stream():
+            if isinstance(item, Failed):
+                yield sse({"error": APIError(500, item.message, type="server_error").body()["error"]})
+                return
+            if isinstance(item, Done):
+                yield sse(_final(request, req, index, ids, pieces, item, whole=False))
+                break
+            pieces.append(item)
+            probs = logprobs.chat_content(tok, [item], with_id=True) if req.gen.logprobs else None
+            yield sse(api_native.partial(item, index, len(pieces), len(ids), probs))
+
+
+def _final(request: Request, req: api_native.CompletionRequest, index: int, ids: list[int], pieces: list,
+           done: Done, whole: bool) -> dict:
+    st = state(request)
+    tok = st.engine.model.tokenizer
+    content = "".join(p.text for p in pieces)
+    probs = logprobs.chat_content(tok, pieces, with_id=True) if whole and req.gen.logprobs else None
+    return api_native.final(
+        index=index, content=content if whole else "",
+        tokens=[p.token_id for p in pieces] if whole and req.return_tokens else [],
+        model_name=st.engine.name, n_prompt=done.n_prompt, n_cached=done.n_cached, n_generated=done.n_generated,
+        settings=api_native.generation_settings(req.gen, st.engine.n_ctx, req.stream),
+        prompt=st.engine.model.detokenize(ids),
+        stop=api_native.stop_type(tok, pieces, done.finish_reason, content, req.gen.stop),
+        truncated=done.finish_reason == "length" and done.n_prompt + done.n_generated >= st.engine.n_ctx,
+        timings=routes_openai.timings(done), probs=probs, response_fields=req.response_fields)
+
+
+# ---- templates and embeddings ----------------------------------------------------------------------
+
+async def apply_template(request: Request) -> Response:
+    st = state(request)
+    messages = api_schema.messages_field(await json_body(request))
+    try:
+        text = await asyncio.to_thread(st.engine.template.render, messages)
+    except ChatTemplateError as e:
+        raise APIError(400, str(e), param="messages") from None
+    return JSONResponse({"prompt": text})
+
+
+async def embedding(request: Request) -> Response:
+    """llama.cpp's non-OpenAI embeddings: [{"index", "embedding": [[...], ...]}]."""
+    st = state(request)
+    model = st.engine.model
+    req = embeddings.request(await json_body(request), st.limits, model.config.dim, native=True)
+    vectors, _ = await embeddings.run(st.engine, req, embeddings.model_pooling(model.config.pooling,
+                                                                               st.options.pooling))
+    return JSONResponse([{"index": i, "embedding": v.tolist() if v.ndim == 2 else [v.tolist()]}
+                         for i, v in enumerate(vectors)])
+
+
 ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/v1/health", health, methods=["GET"]),
     Route("/props", props, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/completion", completion, methods=["POST"]),
+    Route("/completions", completion, methods=["POST"]),      # llama-server: the native one, not OpenAI's
+    Route("/infill", infill, methods=["POST"]),
+    Route("/apply-template", apply_template, methods=["POST"]),
+    Route("/embedding", embedding, methods=["POST"]),
+    Route("/embeddings", embedding, methods=["POST"]),
+    Route("/models", routes_openai.models, methods=["GET"]),
+    Route("/chat/completions", routes_openai.chat_completions, methods=["POST"]),
 ]

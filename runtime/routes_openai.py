@@ -12,22 +12,29 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import api_schema, logprobs
+from . import __version__, api_schema, embeddings, logprobs
 from .api_schema import APIError, GenOptions
 from .server_engine import Done, Failed, Job
 from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
                           state)
 
 
-def usage(done: Done) -> dict:
-    return {"prompt_tokens": done.n_prompt, "completion_tokens": done.n_generated,
-            "total_tokens": done.n_prompt + done.n_generated,
-            "prompt_tokens_details": {"cached_tokens": done.n_cached}}
+# llama.cpp's system_fingerprint is its build id, "b<build number>-<commit>"; ours names the version
+SYSTEM_FINGERPRINT = f"b{__version__}-chatfile"
+
+
+def usage(*dones: Done) -> dict:
+    """OpenAI's usage of one or more choices of the same prompt (cached: of the first)."""
+    n_generated = sum(d.n_generated for d in dones)
+    return {"prompt_tokens": dones[0].n_prompt, "completion_tokens": n_generated,
+            "total_tokens": dones[0].n_prompt + n_generated,
+            "prompt_tokens_details": {"cached_tokens": dones[0].n_cached}}
 
 
 def timings(done: Done) -> dict:
@@ -52,7 +59,7 @@ async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = api_schema.chat_request(await json_body(request), st.limits)
     ids = await asyncio.to_thread(st.engine.chat_prompt_ids, req.messages)
-    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=True)
+    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=True, n=req.n)
 
 
 async def completions(request: Request) -> Response:
@@ -60,64 +67,89 @@ async def completions(request: Request) -> Response:
     req = api_schema.completion_request(await json_body(request), st.limits)
     ids = req.prompt if isinstance(req.prompt, list) else \
         await asyncio.to_thread(st.engine.model.tokenize, req.prompt, True, True)
-    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=False)
+    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=False, n=req.n)
 
 
 # ---- generation -> OpenAI objects ------------------------------------------------------------------
 
+def choice_options(gen: GenOptions, n: int) -> list[GenOptions]:
+    """The options of each of n choices: with a fixed seed, choice i samples with seed + i (the same
+    seed would give n identical choices); without one each draws its own."""
+    if gen.params.seed is None:
+        return [gen] * n
+    return [replace(gen, params=replace(gen.params, seed=(gen.params.seed + i) % api_schema.MAX_SEED))
+            for i in range(n)]
+
+
 async def respond(request: Request, ids: list[int], gen: GenOptions, stream: bool, include_usage: bool,
-                  chat: bool) -> Response:
+                  chat: bool, n: int = 1) -> Response:
+    """Generate n choices, one after the other, as one OpenAI object or one SSE stream."""
     engine = state(request).engine
-    job = engine.submit(ids, gen, client=client_id(request))
+    gens = choice_options(gen, n)
+    jobs = [engine.submit(ids, gens[0], client=client_id(request))]
     head = {"id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": engine.name}
+            "created": int(time.time()), "model": engine.name, "system_fingerprint": SYSTEM_FINGERPRINT}
     if stream:
-        return JobStream(job, _stream(engine, job, head, include_usage, chat))
-    events = await collect_unless_disconnected(request, job)
-    if events is None:                       # nobody is listening any more
-        return client_gone()
-    last = events[-1]
-    if isinstance(last, Failed):
-        return JSONResponse(APIError(500, last.message, type="server_error").body(), status_code=500)
-    pieces = events[:-1]
-    text = "".join(p.text for p in pieces)
-    choice = {"index": 0, "finish_reason": last.finish_reason,
-              "logprobs": _logprobs(engine, pieces, chat) if gen.logprobs is not None else None}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    return JSONResponse({**head, "choices": [choice], "usage": usage(last), "timings": timings(last)})
-
-
-async def _stream(engine, job: Job, head: dict, include_usage: bool, chat: bool):
-    """SSE: a role chunk, content chunks, a finish_reason chunk, [usage chunk], `data: [DONE]`."""
-    head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
-
-    def chunk(text: str | None, finish_reason=None, logprobs=None) -> dict:
-        choice = {"index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
+        return JobStream(jobs, _stream(request, ids, gens, jobs, head, include_usage, chat))
+    choices, dones = [], []
+    for index, g in enumerate(gens):
+        if index:
+            jobs.append(engine.submit(ids, g, client=client_id(request)))
+        events = await collect_unless_disconnected(request, jobs[-1])
+        if events is None:                   # nobody is listening any more
+            return client_gone()
+        last = events[-1]
+        if isinstance(last, Failed):
+            return JSONResponse(APIError(500, last.message, type="server_error").body(), status_code=500)
+        pieces = events[:-1]
+        text = "".join(p.text for p in pieces)
+        choice = {"index": index, "finish_reason": last.finish_reason,
+                  "logprobs": _logprobs(engine, pieces, chat) if g.logprobs is not None else None}
         if chat:
-            choice["delta"] = {} if text is None else {"content": text}
+            choice["message"] = {"role": "assistant", "content": text}
         else:
-            choice["text"] = text or ""
-        return {**head, "choices": [choice]}
+            choice["text"] = text
+        choices.append(choice)
+        dones.append(last)
+    return JSONResponse({**head, "choices": choices, "usage": usage(*dones), "timings": timings(dones[-1])})
 
-    want_logprobs = job.gen.logprobs is not None
-    if chat:
-        yield sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                        "logprobs": None, "finish_reason": None}]})
-    async for item in job.stream():
-        if isinstance(item, Failed):
-            yield sse(APIError(500, item.message, type="server_error").body())
-            break
-        if isinstance(item, Done):
-            yield sse({**chunk(None, item.finish_reason), "timings": timings(item)})
-            if include_usage:
-                yield sse({**head, "choices": [], "usage": usage(item)})
-            break
-        if item.text or want_logprobs:
-            yield sse(chunk(item.text, logprobs=_logprobs(engine, [item], chat) if want_logprobs else None))
+
+async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs: list[Job], head: dict,
+                  include_usage: bool, chat: bool):
+    """SSE per choice: a role chunk, content chunks, a finish_reason chunk; then [a usage chunk] and
+    `data: [DONE]`. Choices come one after the other, each chunk naming its `index`."""
+    engine = state(request).engine
+    head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+    dones = []
+    for index, g in enumerate(gens):
+        def chunk(text: str | None, finish_reason=None, logprobs=None) -> dict:
+            choice = {"index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+            if chat:
+                choice["delta"] = {} if text is None else {"content": text}
+            else:
+                choice["text"] = text or ""
+            return {**head, "choices": [choice]}
+
+        if index:
+            jobs.append(engine.submit(ids, g, client=client_id(request)))
+        want_logprobs = g.logprobs is not None
+        if chat:
+            yield sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                            "logprobs": None, "finish_reason": None}]})
+        async for item in jobs[-1].stream():
+            if isinstance(item, Failed):
+                yield sse(APIError(500, item.message, type="server_error").body())
+                yield "data: [DONE]\n\n"
+                return
+            if isinstance(item, Done):
+                yield sse({**chunk(None, item.finish_reason), "timings": timings(item)})
+                dones.append(item)
+                break
+            if item.text or want_logprobs:
+                yield sse(chunk(item.text, logprobs=_logprobs(engine, [item], chat) if want_logprobs else None))
+    if include_usage and dones:
+        yield sse({**head, "choices": [], "usage": usage(*dones)})
     yield "data: [DONE]\n\n"
 
 
@@ -128,8 +160,22 @@ def _logprobs(engine, pieces: list, chat: bool) -> dict:
     return logprobs.legacy_completion(tokenizer, pieces)   # legacy completions: parallel arrays
 
 
+async def create_embeddings(request: Request) -> Response:
+    st = state(request)
+    model = st.engine.model
+    req = embeddings.request(await json_body(request), st.limits, model.config.dim)
+    pooling = embeddings.model_pooling(model.config.pooling, st.options.pooling)
+    if pooling == "none":
+        raise APIError(400, "this server pools embeddings by 'none' (one vector per token), which OpenAI's "
+                            "embeddings cannot carry: use POST /embeddings, or restart with --pooling mean",
+                       param="input", type="not_supported_error")
+    vectors, n_tokens = await embeddings.run(st.engine, req, pooling)
+    return JSONResponse(embeddings.openai_response(req, vectors, n_tokens, st.engine.name))
+
+
 ROUTES = [
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", create_embeddings, methods=["POST"]),
 ]

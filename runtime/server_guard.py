@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 PUBLIC_PATHS = ("/health", "/v1/health")
-API_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/props", "/slots")
+API_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/props", "/slots",
+                # llama-server's own paths: /completion(s), /infill, /apply-template, /embedding(s),
+                # and its un-prefixed aliases of the OpenAI routes
+                "/completion", "/infill", "/apply-template", "/embedding", "/models", "/chat/", "/responses")
 
 
 def _error_body(message: str, type: str) -> bytes:

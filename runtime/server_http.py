@@ -101,17 +101,18 @@ class JobStream(StreamingResponse):
     it waits in `send`, starlette leaves the body generator suspended at a `yield`: its `finally` runs
     only when the garbage collector finalizes it, and the engine would go on generating until then."""
 
-    def __init__(self, job: Job, content, **kwargs):
+    def __init__(self, job: Job | list[Job], content, **kwargs):
         kwargs.setdefault("media_type", "text/event-stream")
         kwargs.setdefault("headers", {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         super().__init__(content, **kwargs)
-        self.job = job
+        self.jobs = job if isinstance(job, list) else [job]   # a list the body may append later jobs to
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.job.cancelled.set()   # after a Done this changes nothing
+            for job in self.jobs:
+                job.cancelled.set()    # after a Done this changes nothing
 
 
 def client_gone() -> Response:

@@ -100,6 +100,7 @@ class Tokenizer:
             raise TokenizerError(f"{Keys.ADD_EOS} is true, but {Keys.EOS_ID} is not set")
         find_by_text(ids, self.tokens, self.token_to_id, self.attrs)
         self.bos_id, self.eos_id, self.eot_id, self.unk_id = ids["bos"], ids["eos"], ids["eot"], ids["unk"]
+        self.fim = {k: ids[k] for k in SPECIAL_IDS if k.startswith("fim_")}   # fill-in-the-middle ids or None
         self.eog_ids = end_of_generation(ids, self.tokens, self.token_to_id, self.attrs)
         strip_rules(self.attrs, self.token_to_id, str(meta.get(Keys.NAME, "")).lower(), self.pre_name,
                     str(meta.get(Keys.ARCHITECTURE, "")))

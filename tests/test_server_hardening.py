@@ -80,7 +80,7 @@ BAD_FIELDS = [
     (chat(stop=[""]), "empty"),
     (chat(stop=["x"] * 5000), "at most"),
     (chat(stop=["y" * 100_000]), "characters"),
-    (chat(n=2), "'n' must be 1"),
+    (chat(n=17), "'n' must be between 1 and 16"),
     (chat(logprobs=True, top_logprobs=500), "'top_logprobs'"),
     (chat(top_logprobs=2), "needs 'logprobs'"),
     (chat(tools=[{"type": "function"}]), "unknown field"),
@@ -209,8 +209,8 @@ def test_error_shape_is_what_openai_client_reads(live_server):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="m", messages=[], max_tokens=2)
     assert "at least one message" in str(e.value)
-    with pytest.raises(openai.BadRequestError, match="'n' must be 1"):
-        c.chat.completions.create(model="m", messages=OK_MESSAGES, n=3)
+    with pytest.raises(openai.BadRequestError, match="'n' must be between 1 and 16"):
+        c.chat.completions.create(model="m", messages=OK_MESSAGES, n=30)
     assert json.loads(httpx.get(live_server.url + "/health", timeout=60).text)["status"] == "ok"
 
 
