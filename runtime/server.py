@@ -1,7 +1,10 @@
 """The HTTP app: `create_app` assembles the API families' routes, the web UI and the error handlers.
 
-    routes_native   /health, /props, /tokenize, /detokenize        (llama-server's own endpoints)
-    routes_openai   /v1/models, /v1/chat/completions, /v1/completions
+    routes_native   /health, /props, /tokenize, /detokenize, /completion, /infill, /apply-template,
+                    /embeddings, ...                              (llama-server's own endpoints)
+    routes_openai   /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
+    routes_anthropic  /v1/messages, /v1/messages/count_tokens   (Anthropic's Messages API)
+    routes_responses  /v1/responses                              (OpenAI's Responses API, text only)
     this module     GET / and the web UI's files (runtime/webui/)
 
 An API family is one module holding a plain list of starlette Routes (`ROUTES`); its handlers reach the
@@ -24,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import api_schema, routes_native, routes_openai
+from . import api_schema, routes_anthropic, routes_native, routes_openai, routes_responses
 from .api_schema import APIError
 from .options import ServerOptions
 from .server_engine import Engine
@@ -32,7 +35,7 @@ from .server_guard import Guard
 from .server_http import AppState, client_gone, error_response
 
 log = logging.getLogger("chatfile.server")
-API_FAMILIES = (routes_native, routes_openai)
+API_FAMILIES = (routes_native, routes_openai, routes_anthropic, routes_responses)
 WEBUI = Path(__file__).resolve().parent / "webui"
 # The page runs only its own files: model output rendered as HTML can never load or run anything else.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
