@@ -10,11 +10,13 @@
 A request becomes the chat this server runs anyway: `system` (a string, or text blocks concatenated as
 llama.cpp does) is the first message, each message's text blocks are joined with "\\n" like OpenAI's text
 parts, and the chat template renders the prompt. Sampling: `max_tokens` (required, as Anthropic requires
-it), `temperature`, `top_p`, `top_k`, `stop_sequences`; fields a request leaves out take the server's
-defaults, as on the OpenAI endpoints. stop_reason is "end_turn" (end of generation), "stop_sequence"
+it), `temperature`, `top_p`, `top_k`, `stop_sequences`, and llama.cpp's extras (min_p, seed,
+cache_prompt, ...); fields a request leaves out take the server's defaults, as on the OpenAI endpoints. stop_reason is "end_turn" (end of generation), "stop_sequence"
 (with `stop_sequence` naming it) or "max_tokens" (max_tokens or a full context).
 
-Accepted and ignored: `metadata`, `service_tier`, `thinking` (these models write no thinking blocks).
+Accepted and ignored: `metadata`, `service_tier`, `cache_control` (the prompt cache is automatic) and
+other hints, `thinking` (these models write no thinking blocks). Recent `anthropic` clients send
+`temperature`, `top_p` and `top_k` only through `extra_body`; the server reads them either way.
 Refused with a 400 naming the field: images and documents (the model reads text), tools and tool
 blocks, an empty `messages`, unknown fields. Errors have Anthropic's shape, {"type": "error",
 "error": {"type", "message"}}, which the `anthropic` client reads.
@@ -37,7 +39,15 @@ from .server_http import JobStream, client_gone, client_id, collect_unless_disco
 
 _ROLES = ("user", "assistant")
 _FIELDS = frozenset({"model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
-                     "top_p", "top_k", "metadata", "service_tier", "thinking"})
+                     "top_p", "top_k",
+                     # llama.cpp's sampling extras, as on its OpenAI endpoints
+                     "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "seed",
+                     "cache_prompt",
+                     # bookkeeping and hints that change nothing here
+                     "metadata", "service_tier", "thinking", "cache_control", "inference_geo", "speed",
+                     "user_profile_id", "workspace_id", "diagnostics"})
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
+             "frequency_penalty", "seed", "cache_prompt")
 # Anthropic's error types by HTTP status
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -104,7 +114,7 @@ def messages_request(body: dict, limits: Limits) -> MessagesRequest:
     if "max_tokens" not in body:
         raise APIError(400, "missing required field 'max_tokens'", param="max_tokens")
     stops = body.get("stop_sequences")
-    sampling = {k: body[k] for k in ("temperature", "top_p", "top_k") if k in body}
+    sampling = {k: body[k] for k in _SAMPLING if k in body}
     if stops is not None:
         if not isinstance(stops, list):
             raise APIError(400, "'stop_sequences' must be an array of strings", param="stop_sequences")

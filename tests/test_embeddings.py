@@ -84,3 +84,56 @@ def test_pooling_choice():
     assert model_pooling("cls") == "cls"                  # an embedding model's own
     assert model_pooling("rank") == "mean"                # rerankers' head is not supported
     assert model_pooling("cls", override="last") == "last"
+
+
+# ---- the endpoints: /v1/embeddings through the openai client, llama.cpp's /embeddings -----------------
+
+@pytest.fixture(scope="module")
+def server(smollm2_model):
+    from server_helpers import start_server
+    s = start_server(smollm2_model)
+    yield s
+    s.stop()
+
+
+def test_openai_client_embeddings(server, models):
+    import openai
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    texts = GOLDEN["texts"][:3]
+    r = client.embeddings.create(model="m", input=texts)            # the client asks for base64 by default
+    assert [d.index for d in r.data] == [0, 1, 2] and r.object == "list"
+    model = models["smollm2"]
+    ids = [model.tokenize(t) for t in texts]
+    assert r.usage.prompt_tokens == r.usage.total_tokens == sum(map(len, ids))
+    for d, x in zip(r.data, ids):
+        np.testing.assert_allclose(d.embedding, embed(model, x, "mean"), rtol=1e-6, atol=1e-7)
+    floats = client.embeddings.create(model="m", input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, r.data[0].embedding, rtol=1e-6, atol=1e-7)
+    as_ids = client.embeddings.create(model="m", input=[ids[0], ids[1]])      # token ids, as OpenAI allows
+    np.testing.assert_allclose(as_ids.data[1].embedding, r.data[1].embedding, rtol=1e-6, atol=1e-7)
+
+
+def test_native_embeddings_shape(server, models):
+    from server_helpers import httpx
+    r = httpx.post(server.url + "/embeddings", json={"content": ["hello", "world"]}, timeout=300).json()
+    assert [x["index"] for x in r] == [0, 1]
+    assert all(len(x["embedding"]) == 1 and len(x["embedding"][0]) == models["smollm2"].config.dim for x in r)
+    raw = httpx.post(server.url + "/embedding", json={"input": "hello", "embd_normalize": -1}, timeout=300).json()
+    assert np.linalg.norm(raw[0]["embedding"][0]) > 1.5                      # not normalized when asked so
+    for bad in ({}, {"input": ""}, {"input": [[]]}, {"input": "x", "encoding_format": "hex"},
+                {"input": "x", "dimensions": 3}, {"input": [10**9]}, {"input": "x", "embd_normalize": "2"}):
+        assert httpx.post(server.url + "/v1/embeddings", json=bad, timeout=60).status_code == 400
+
+
+def test_pooling_none_server(smollm2_model):
+    """--pooling none: /embeddings gives every token's row, /v1/embeddings refuses (as llama-server)."""
+    from server_helpers import httpx, start_server
+    s = start_server(smollm2_model, pooling="none")
+    try:
+        ids = smollm2_model.tokenize("The cat sat")
+        rows = httpx.post(s.url + "/embeddings", json={"content": ids}, timeout=300).json()[0]["embedding"]
+        np.testing.assert_allclose(rows, embed(smollm2_model, ids, "none"), rtol=1e-6, atol=1e-6)
+        r = httpx.post(s.url + "/v1/embeddings", json={"input": "The cat sat"}, timeout=60)
+        assert r.status_code == 400 and "--pooling" in r.json()["error"]["message"]
+    finally:
+        s.stop()

@@ -27,3 +27,52 @@ def test_text_parts_are_joined_with_newlines(client):
                                            temperature=0, max_tokens=8, extra_body=FRESH)
     assert a.usage.prompt_tokens == b.usage.prompt_tokens != glued.usage.prompt_tokens
     assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_several_choices(client):
+    # n choices, one after the other; with a seed, choice i samples with seed + i (so they differ)
+    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Tell me a story."}],
+                                       n=3, max_tokens=8, seed=11, temperature=1.0, extra_body=FRESH)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert len({c.message.content for c in r.choices}) > 1
+    assert r.usage.completion_tokens == 24
+    single = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Tell me a story."}],
+                                            max_tokens=8, seed=12, temperature=1.0, extra_body=FRESH)
+    assert single.choices[0].message.content == r.choices[1].message.content
+    # streamed: every chunk names its choice; the texts are the same as without streaming
+    chunks = list(client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Tell me a story."}], n=3, max_tokens=8, seed=11,
+        temperature=1.0, stream=True, stream_options={"include_usage": True}, extra_body=FRESH))
+    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in range(3)]
+    assert texts == [c.message.content for c in r.choices]
+    assert chunks[-1].usage.completion_tokens == 24
+    legacy = client.completions.create(model="m", prompt="Once upon a time", n=2, max_tokens=4, seed=5,
+                                       extra_body=FRESH)
+    assert [c.index for c in legacy.choices] == [0, 1]
+
+
+def test_fingerprint_and_max_completion_tokens(client):
+    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}],
+                                       max_completion_tokens=3, extra_body=FRESH)
+    assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"
+    assert r.system_fingerprint.startswith("b") and "chatfile" in r.system_fingerprint
+    assert client.completions.create(model="m", prompt="Hi", max_tokens=2).system_fingerprint == r.system_fingerprint
+
+
+def test_new_endpoints_need_the_api_key(smollm2_model):
+    from server_helpers import start_server
+    server = start_server(smollm2_model, api_keys=("sesame",))
+    try:
+        paths = ["/completion", "/completions", "/infill", "/apply-template", "/embedding", "/embeddings",
+                 "/chat/completions", "/responses", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens",
+                 "/v1/responses"]
+        for path in paths:
+            r = httpx.post(server.url + path, json={}, timeout=60)
+            assert r.status_code == 401, path
+            # with the key (Bearer, or x-api-key as Anthropic clients send it) the route itself answers
+            for headers in ({"Authorization": "Bearer sesame"}, {"x-api-key": "sesame"}):
+                assert httpx.post(server.url + path, json={}, headers=headers, timeout=60).status_code == 400, path
+        assert httpx.get(server.url + "/models", timeout=60).status_code == 401
+    finally:
+        server.stop()

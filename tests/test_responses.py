@@ -1,0 +1,70 @@
+"""The minimal OpenAI Responses API on the real SmolLM2, through the official `openai` client's
+responses.create: text in and out, instructions, message lists, the streaming event sequence, the
+"incomplete" status, and refusals of what is not there (stored responses, tools)."""
+from __future__ import annotations
+
+import openai
+import pytest
+
+from server_helpers import httpx, live_server, smollm2_model  # noqa: F401
+
+FRESH = {"temperature": 0, "extra_body": {"cache_prompt": False}}
+MESSAGES = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_create_matches_chat(client):
+    r = client.responses.create(model="m", input=MESSAGES, max_output_tokens=8, **FRESH)
+    chat = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=8, **FRESH)
+    assert r.id.startswith("resp_") and r.object == "response"
+    assert [o.type for o in r.output] == ["message"] and r.output[0].id.startswith("msg_")
+    assert r.output_text == chat.choices[0].message.content
+    assert r.usage.input_tokens == chat.usage.prompt_tokens and r.usage.output_tokens == 8
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_instructions_and_plain_input(client):
+    r = client.responses.create(model="m", instructions="Book", input="What is the best book",
+                                max_output_tokens=8, **FRESH)
+    parts = client.responses.create(model="m", max_output_tokens=8, **FRESH, input=[
+        {"role": "developer", "content": [{"type": "input_text", "text": "Book"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is the best book"}]}])
+    assert r.output_text == parts.output_text
+    done = client.responses.create(model="m", input="Say yes.", max_output_tokens=200, **FRESH)
+    assert done.status == "completed" and done.incomplete_details is None
+
+
+def test_stream_events(client):
+    whole = client.responses.create(model="m", input=MESSAGES, max_output_tokens=8, **FRESH)
+    events = list(client.responses.create(model="m", input=MESSAGES, max_output_tokens=8, stream=True, **FRESH))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert set(kinds[4:-4]) == {"response.output_text.delta"}
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.incomplete"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    msg_id = events[2].item.id
+    assert all(e.item_id == msg_id for e in events[3:-2])
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == whole.output_text == events[-1].response.output_text
+
+
+@pytest.mark.parametrize("body,words", [
+    ({}, "input"),
+    ({"input": []}, "input"),
+    ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"input": "x", "tools": [{"type": "function", "name": "f"}]}, "tools"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "function_call_output"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]}, "input_image"),
+    ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": "x", "frobnicate": 1}, "frobnicate"),
+])
+def test_refusals(live_server, body, words):
+    r = httpx.post(live_server.url + "/v1/responses", json={"model": "m", **body}, timeout=60)
+    assert r.status_code == 400 and words in r.json()["error"]["message"]
