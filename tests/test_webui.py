@@ -13,77 +13,23 @@ import re
 import pytest
 
 from server_helpers import httpx, live_server, smollm2_model, start_server  # noqa: F401
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: run scripts/setup_browser.sh (make system-deps)"
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
+from webui_helpers import (DESKTOP, INPUT, SEND, STOP, Profile, browser, reply_once_with, send,  # noqa: F401
+                           set_setting, stored, visible_path)
 
 
 @pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    requests, console_errors = [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: console_errors.append(str(e)))
-    page.goto(live_server.url + "/")
-    page.console_errors = console_errors
-    yield page
-    # air-gapped: everything the page asked for came from the server that served it
-    foreign = [u for u in requests if not (u.startswith(live_server.url + "/") or u.startswith("data:"))]
-    assert foreign == []
-    assert console_errors == []
-    context.close()
+def profile(browser, live_server):
+    profile = Profile(browser, live_server.url, DESKTOP)
+    yield profile
+    profile.close(allow_csp_reports=getattr(profile, "csp_expected", False))
 
 
-def set_setting(page, field, value):
-    if not page.is_visible("#settings"):
-        page.click("#settings-toggle")
-    page.fill(f"#{field}", value)
-    page.dispatch_event(f"#{field}", "change")
+@pytest.fixture
+def page(profile):
+    return profile.new_page()
 
 
-# The page's own controls, by their place in the page: a selector like "#input" would pick the first
-# element with that id in document order, which is exactly what a hostile reply tries to provide.
-COMPOSER = "body > main > form#composer"
-INPUT, SEND, STOP = COMPOSER + " > textarea#input", COMPOSER + " > button#send", COMPOSER + " > button#stop"
-
-
-def send(page, text):
-    page.fill(INPUT, text)
-    page.press(INPUT, "Enter")
-
-
-def sse_body(text: str, pieces: int = 7) -> str:
-    """A streamed chat completion carrying `text`, cut into `pieces` deltas (mid-tag, as a model would)."""
-    step = max(1, len(text) // pieces)
-    chunks = [text[i:i + step] for i in range(0, len(text), step)]
-    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": c}, "finish_reason": None}]}
-              for c in chunks]
-    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-
-
-def reply_once_with(page, text: str) -> None:
-    """The next chat completion the page asks for answers `text`: the model's words are what an attacker
-    controls (a pasted document carrying a prompt injection), so the test supplies them verbatim. Every
-    later request goes to the real server."""
-    page.route("**/v1/chat/completions", times=1, handler=lambda route: route.fulfill(
-        status=200, headers={"Content-Type": "text/event-stream"}, body=sse_body(text)))
-
-
-def test_chat_stream_stop_reload(page, live_server, smollm2_model, tmp_path):
+def test_chat_stream_stop_reload(page, live_server, smollm2_model):
     name = smollm2_model.gguf.metadata["general.name"]
     page.wait_for_function("() => document.querySelector('#model-name').textContent !== '…'")
     assert page.text_content("#model-name") == name
@@ -93,25 +39,26 @@ def test_chat_stream_stop_reload(page, live_server, smollm2_model, tmp_path):
     set_setting(page, "max_tokens", "32")
     send(page, "What is the capital of France?")
     page.wait_for_selector(".message.assistant.streaming")
-    assert page.is_visible("#stop")
+    assert page.is_visible(STOP)
     page.wait_for_function("() => document.querySelector('.message.assistant .body').textContent.length > 0")
     page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
     # the page's reply is the API's greedy reply to the same conversation (the stored Markdown source)
-    stored = page.evaluate("() => JSON.parse(localStorage.getItem('chatfile.conversations'))[0].messages")
+    path = visible_path(stored(page)[0])
     expected = httpx.post(live_server.url + "/v1/chat/completions", timeout=300, json={
         "messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0,
         "max_tokens": 32, "cache_prompt": False}).json()["choices"][0]["message"]["content"]   # fresh, as the page's was
-    assert stored[1] == {"role": "assistant", "content": expected, "stats": stored[1]["stats"]}
+    assert [(m["role"], m["content"]) for m in path] == [("user", "What is the capital of France?"),
+                                                          ("assistant", expected)]
     assert expected.split()[0] in page.text_content(".message.assistant .body")
     assert re.search(r"\d+ tokens · [\d.]+ tokens/s", page.text_content(".message.assistant .stats"))
-    assert page.is_visible("#send") and not page.is_visible("#stop")
+    assert page.is_visible(SEND) and not page.is_visible(STOP)
 
     # 2. a long reply, stopped after its first words
     send(page, "Write a very long story about a dragon who learns to bake bread.")
     page.wait_for_function(
         "() => { const m = document.querySelectorAll('.message.assistant');"
         " return m.length === 2 && m[1].querySelector('.body').textContent.length > 20; }", timeout=120_000)
-    page.click("#stop")
+    page.click(STOP)
     page.wait_for_selector(".message.assistant:nth-of-type(4) .stats")
     assert page.text_content(".message.assistant:nth-of-type(4) .stats").startswith("stopped")
     stopped_text = page.text_content(".message.assistant:nth-of-type(4) .body")
@@ -119,7 +66,6 @@ def test_chat_stream_stop_reload(page, live_server, smollm2_model, tmp_path):
     assert page.text_content(".message.assistant:nth-of-type(4) .body") == stopped_text   # nothing more came
 
     # 3. reload: the conversation is still listed and opens with both exchanges
-    page.screenshot(path=str(tmp_path / "webui-chat.png"), full_page=True)
     page.reload()
     page.wait_for_selector("#conversations li")
     titles = page.locator("#conversations .title").all_text_contents()
@@ -127,15 +73,15 @@ def test_chat_stream_stop_reload(page, live_server, smollm2_model, tmp_path):
     page.click("#conversations .title")
     assert page.locator(".message").count() == 4
     assert expected.split()[0] in page.text_content(".message.assistant .body")
-    page.screenshot(path=str(tmp_path / "webui-reloaded.png"), full_page=True)
-    print(f"screenshots in {tmp_path}")
 
-    # 4. regenerate replaces the last reply; new chat empties the view but keeps the list
+    # 4. regenerate writes another version of the last reply (kept beside the first); new chat empties
+    # the view but keeps the list
     page.click(".message.assistant:nth-of-type(4) .regenerate")
     page.wait_for_selector(".message.assistant:nth-of-type(4).streaming")
-    page.click("#stop")
-    page.wait_for_selector("#send:not([hidden])")
+    page.click(STOP)
+    page.wait_for_selector(SEND + ":not([hidden])")
     assert page.locator(".message").count() == 4
+    assert page.text_content(".message.assistant:nth-of-type(4) .sibling-pos") == "2/2"
     page.click("#new-chat")
     assert page.locator(".message").count() == 0
     assert page.locator("#conversations li").count() == 1
@@ -151,16 +97,20 @@ def test_edit_and_resend(page):
     page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
     assert page.locator(".message").count() == 2
     assert page.text_content(".message.user .body") == "Say two words."
+    assert page.text_content(".message.user .sibling-pos") == "2/2"       # the first version is kept
 
 
-def test_model_output_cannot_run_script(page):
-    """A reply holding HTML and script is rendered as sanitized Markdown: nothing executes."""
+def test_model_output_cannot_run_script(page, profile):
+    """A reply holding HTML and script is rendered as sanitized Markdown: nothing executes. The reply is
+    planted in the flat localStorage history of pages before branches, which moves into IndexedDB."""
     evil = ("Here:\n\n<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>"
             "<a href=\"javascript:window.__pwned=3\">link</a>\n\n```python\nprint('<b>hi</b>')\n```\n")
     page.evaluate("""(evil) => localStorage.setItem('chatfile.conversations', JSON.stringify([{id: 'x', title: 'evil',
         updated: 1, messages: [{role: 'user', content: '<img src=y onerror="window.__pwned=4">'},
                                {role: 'assistant', content: evil}]}]))""", evil)
     page.reload()
+    page.wait_for_selector("body[data-ready]")
+    assert page.evaluate("() => localStorage.getItem('chatfile.conversations')") is None    # moved
     page.click("#conversations .title")
     page.wait_for_selector(".message.assistant pre code")
     page.click(".message.assistant a")
@@ -172,15 +122,15 @@ def test_model_output_cannot_run_script(page):
     assert "hljs" in page.get_attribute(".message.assistant pre code", "class")   # highlighted
     assert page.locator(".message.assistant .copy-code").count() == 1
     assert page.text_content(".message.user .body") == '<img src=y onerror="window.__pwned=4">'
-    # DOMPurify parsing the reply trips the page's CSP (inline handlers are refused outright): expected
-    page.console_errors[:] = [e for e in page.console_errors if "Content Security Policy" not in e]
+    assert [m["content"] for m in visible_path(stored(page)[0])][1] == evil
+    profile.csp_expected = True   # DOMPurify parsing the reply trips the CSP (handlers refused): expected
 
 
 def test_api_key_prompt(browser, smollm2_model):
     server = start_server(smollm2_model, api_keys=("k3y",))
     try:
-        page = browser.new_page()
-        page.goto(server.url + "/")
+        profile = Profile(browser, server.url, DESKTOP)
+        page = profile.new_page()
         page.wait_for_selector("#api-key-box:not([hidden])")
         page.fill("#api-key", "k3y")
         page.click("#api-key-form button")
@@ -190,7 +140,8 @@ def test_api_key_prompt(browser, smollm2_model):
         send(page, "Hi")
         page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
         assert page.locator(".message.assistant .error").count() == 0
-        page.close()
+        profile.errors[:] = [e for e in profile.errors if "401" not in e]   # the page's first, keyless calls
+        profile.close()
     finally:
         server.stop()
 
@@ -215,13 +166,12 @@ Math still works: $x^2$ and a [link](https://example.com/).
 """
 
 
-def test_model_output_cannot_act_as_the_page(page, live_server):
+def test_model_output_cannot_act_as_the_page(page, profile):
     """A reply naming the page's controls, with forms, focus stealers and an overlay: the next message the
     UI sends is the one the user typed, under the user's system prompt; Send, Stop and the rest still
     work, and nothing of the reply holds an id, a name, a form control or a style."""
     set_setting(page, "system-prompt", "Answer in French.")
     set_setting(page, "max_tokens", "2")
-    page.click("#settings-toggle")          # closed again: the overlay would sit over the messages
     reply_once_with(page, HOSTILE_REPLY)
     send(page, "Summarize the attached page.")
     page.wait_for_selector(".message.assistant:not(.streaming) .meta", timeout=30_000)
@@ -262,17 +212,16 @@ def test_model_output_cannot_act_as_the_page(page, live_server):
         {"role": "user", "content": "Summarize the attached page."},
         {"role": "assistant", "content": HOSTILE_REPLY},
         {"role": "user", "content": "Merci. Et maintenant ?"}]
-    assert body["max_tokens"] == 2 and body.get("temperature") != 2
+    assert body["max_tokens"] == 2 and "temperature" not in body      # only what the user set
     page.wait_for_selector(".message.assistant:nth-of-type(4):not(.streaming) .meta", timeout=120_000)
 
     # the real Stop still stops a reply
     set_setting(page, "max_tokens", "200")
     set_setting(page, "temperature", "0")
-    page.click("#settings-toggle")
     send(page, "Write a very long story about a dragon who learns to bake bread.")
     page.wait_for_function("() => document.querySelectorAll('.message.assistant')[2]?.querySelector('.body')"
                            ".textContent.length > 5", timeout=120_000)
     page.click(STOP, timeout=5_000)
     page.wait_for_selector(".message.assistant:nth-of-type(6) .stats")
     assert page.text_content(".message.assistant:nth-of-type(6) .stats").startswith("stopped")
-    page.console_errors[:] = [e for e in page.console_errors if "Content Security Policy" not in e]
+    profile.csp_expected = True   # DOMPurify parsing the reply trips the CSP (inline style refused)

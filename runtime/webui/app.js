@@ -1,224 +1,331 @@
 // chatfile web UI: a client of the same /v1/chat/completions endpoint every OpenAI client uses.
-// State lives in localStorage (conversations, settings, the API key), so it survives reloads and never
-// leaves this browser. Model output is Markdown rendered by marked, sanitized by DOMPurify before it
-// touches the DOM (and the server's Content-Security-Policy forbids inline script besides).
-import { renderMarkdown } from "./render.js";
+//
+// Conversations are trees (store.js) kept in this browser's IndexedDB; the visible path of the open one
+// is what the model is sent. Settings, theme and the API key live in localStorage. Model output goes
+// through render.js, the only place where a reply becomes markup. Modules:
+//   app.js      start-up, the conversation view, sending and streaming, settings, shortcuts
+//   sidebar.js  the conversation list: search, open, delete, export, import
+//   store.js    the conversation tree, storage, export/import shapes     files.js  text attachments
+//   render.js   Markdown + math -> sanitized DOM                          api.js    HTTP
+"use strict";
 
-const STORE = { conversations: "chatfile.conversations", settings: "chatfile.settings", apiKey: "chatfile.apiKey" };
-const DEFAULTS = { system: "", temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05, repeat_penalty: 1.0,
-                   max_tokens: "", seed: "" };
-// The page's controls, looked up once at start-up before any model output is on the page, so nothing a
-// reply renders (an element with the same id, say) can stand in for one of them.
+import { getJSON, streamChat, apiKey, Unauthorized } from "./api.js";
+import { readTextFile, withFiles, formatBytes, FileRefused } from "./files.js";
+import { renderMarkdown, copyText } from "./render.js";
+import { Sidebar } from "./sidebar.js";
+import { Conversation, openStore, titleFrom } from "./store.js";
+
+// The page's controls by id (camelCased), looked up once at start-up before any model output is on the
+// page, so nothing a reply renders (an element with the same id, say) can stand in for one of them.
 const ui = {};
-const $ = (id) => ui[id];
 function captureControls() {
-  for (const el of document.querySelectorAll("body [id]")) ui[el.id] = el;
+  for (const el of document.querySelectorAll("body [id], head link[id]")) {
+    ui[el.id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = el;
+  }
 }
 
 const state = {
-  conversations: load(STORE.conversations, []),   // [{id, title, updated, messages: [{role, content, stats}]}]
-  settings: { ...DEFAULTS, ...load(STORE.settings, {}) },
+  store: null,                   // store.js: IndexedDB (or localStorage) conversation store
+  ready: null,                   // resolves once `store` is open and its conversations are listed
+  convs: new Map(),              // id -> Conversation
   currentId: null,
-  controller: null,                               // AbortController of the reply being streamed
+  controller: null,              // AbortController of the reply being streamed
+  overrides: {},                 // settings the user set: {system, temperature, ...} as typed
+  attachments: [],               // files waiting in the composer: [{type: "textFile", name, content}]
 };
+const current = () => state.convs.get(state.currentId) || null;
+let sidebar = null;
 
-function load(key, fallback) {
-  try { const v = JSON.parse(localStorage.getItem(key)); return v ?? fallback; } catch { return fallback; }
+function setStatus(text, isError = false) { ui.status.textContent = text; ui.status.classList.toggle("error", isError); }
+function persist(conv) {
+  state.ready.then(() => state.store.save(conv)).catch((err) => setStatus(`could not save the conversation: ${err.message || err}`, true));
 }
-function save() {
-  localStorage.setItem(STORE.conversations, JSON.stringify(state.conversations));
-  localStorage.setItem(STORE.settings, JSON.stringify(state.settings));
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
 }
-function current() { return state.conversations.find((c) => c.id === state.currentId) || null; }
-function setStatus(text, isError = false) { $("status").textContent = text; $("status").classList.toggle("error", isError); }
+function button(text, cls, onclick, label) {
+  const b = el("button", cls, text);
+  b.type = "button"; b.addEventListener("click", onclick);
+  if (label) { b.title = label; b.setAttribute("aria-label", label); }
+  return b;
+}
 
-// ---- sidebar ----------------------------------------------------------------------------------------
-function renderList() {
-  const list = $("conversations");
-  list.replaceChildren();
-  for (const c of [...state.conversations].sort((a, b) => b.updated - a.updated)) {
-    const li = document.createElement("li");
-    li.dataset.id = c.id;
-    li.classList.toggle("active", c.id === state.currentId);
-    const title = document.createElement("span");
-    title.className = "title"; title.textContent = c.title || "New chat"; title.title = title.textContent;
-    title.addEventListener("click", () => { if (!state.controller) { state.currentId = c.id; renderAll(); } });
-    const del = document.createElement("button");
-    del.type = "button"; del.className = "delete"; del.textContent = "×"; del.title = "Delete conversation";
-    del.addEventListener("click", () => deleteConversation(c.id));
-    li.append(title, del);
-    list.appendChild(li);
+// ---- settings: only what the user set is sent; the rest is the server's (GET /props) -----------------
+const SETTINGS = "chatfile.settings.v2";
+const SAMPLING = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
+const FIELD_IDS = { system: "systemPrompt", ...Object.fromEntries(SAMPLING.map((k) => [k, k])) };
+// Pages before this one stored every field, defaults included, so a value equal to its old default was
+// never the user's choice (and sending it overrode the server's own default: a bundle built with
+// --temp 0.2 got 0.8 from the browser).
+const OLD_DEFAULTS = { temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05, repeat_penalty: 1.0 };
+const RANDOM_SEED = 0xFFFFFFFF;   // llama.cpp's "draw a seed per request"
+
+function loadOverrides() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SETTINGS));
+    if (saved && typeof saved === "object") return saved;
+  } catch { /* unreadable: start over */ }
+  let old = {};
+  try { old = JSON.parse(localStorage.getItem("chatfile.settings")) || {}; } catch { /* nothing to keep */ }
+  const kept = {};
+  if (typeof old.system === "string" && old.system.trim()) kept.system = old.system;
+  for (const k of SAMPLING) {
+    const v = old[k];
+    if (v !== undefined && v !== null && v !== "" && Number(v) !== OLD_DEFAULTS[k]) kept[k] = String(v);
   }
+  localStorage.setItem(SETTINGS, JSON.stringify(kept));
+  localStorage.removeItem("chatfile.settings");
+  return kept;
 }
-function deleteConversation(id) {
-  if (state.controller && id === state.currentId) return;
-  state.conversations = state.conversations.filter((c) => c.id !== id);
-  if (state.currentId === id) state.currentId = null;
-  save(); renderAll();
-}
-function newChat() {
-  if (state.controller) return;
-  state.currentId = null; renderAll(); $("input").focus();
+function saveOverrides() { localStorage.setItem(SETTINGS, JSON.stringify(state.overrides)); }
+
+function renderSettings() {
+  for (const [k, id] of Object.entries(FIELD_IDS)) ui[id].value = state.overrides[k] ?? "";
 }
 
-// ---- messages ---------------------------------------------------------------------------------------
-function renderAll() { renderList(); renderMessages(); }
-
-function renderMessages() {
-  const box = $("messages");
-  box.replaceChildren();
-  const conv = current();
-  if (!conv) return;
-  conv.messages.forEach((m, i) => box.appendChild(messageElement(conv, m, i)));
-  box.scrollTop = box.scrollHeight;
+function showServerDefaults(props) {
+  const p = props?.default_generation_settings?.params || {};
+  const text = {
+    max_tokens: () => { const n = p.n_predict ?? p.max_tokens; return n == null || n < 0 ? "no limit" : String(n); },
+    seed: () => (p.seed == null || p.seed < 0 || p.seed === RANDOM_SEED ? "random" : String(p.seed)),
+  };
+  for (const k of SAMPLING) ui[k].placeholder = text[k] ? text[k]() : (p[k] == null ? "server default" : String(p[k]));
+  const nCtx = props?.default_generation_settings?.n_ctx;
+  if (nCtx) ui.modelName.title = `context: ${nCtx} tokens`;
 }
 
-function messageElement(conv, m, index) {
-  const el = document.createElement("div");
-  el.className = `message ${m.role}`;
-  const role = document.createElement("div");
-  role.className = "role"; role.textContent = m.role === "user" ? "You" : "Assistant";
-  const body = document.createElement("div");
-  body.className = "body";
-  if (m.role === "user") body.textContent = m.content; else renderMarkdown(body, m.content);
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const last = index === conv.messages.length - 1;
-  if (m.role === "assistant") {
-    if (m.stats) meta.append(span(m.stats, "stats"));
-    if (m.error) meta.append(span(m.error, "error"));
-    if (last) meta.append(button("Regenerate", "regenerate", () => regenerate()));
-  } else {
-    meta.append(button("Edit", "edit", () => startEdit(el, conv, index)));
-  }
-  el.append(role, body, meta);
-  return el;
-}
-function span(text, cls) { const s = document.createElement("span"); s.className = cls; s.textContent = text; return s; }
-function button(text, cls, onclick) {
-  const b = document.createElement("button");
-  b.type = "button"; b.className = cls; b.textContent = text; b.addEventListener("click", onclick); return b;
-}
-
-function startEdit(el, conv, index) {
-  if (state.controller) return;
-  const body = el.querySelector(".body");
-  const box = document.createElement("div");
-  box.className = "edit-box";
-  const area = document.createElement("textarea");
-  area.value = conv.messages[index].content; area.rows = 4;
-  const send = button("Save & send", "save-edit", () => {
-    const text = area.value.trim();
-    if (!text) return;
-    conv.messages = conv.messages.slice(0, index);   // everything after the edited message is replaced
-    conv.messages.push({ role: "user", content: text });
-    save(); renderMessages(); complete(conv);
-  });
-  const cancel = button("Cancel", "cancel-edit", () => renderMessages());
-  box.append(area, send, cancel);
-  body.replaceWith(box);
-  area.focus();
-}
-
-function regenerate() {
-  const conv = current();
-  if (!conv || state.controller) return;
-  if (conv.messages.length && conv.messages[conv.messages.length - 1].role === "assistant") conv.messages.pop();
-  save(); renderMessages(); complete(conv);
-}
-
-function send(text) {
-  let conv = current();
-  if (!conv) {
-    conv = { id: crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random(),
-             title: text.slice(0, 60), updated: Date.now(), messages: [] };
-    state.conversations.push(conv);
-    state.currentId = conv.id;
-  }
-  conv.messages.push({ role: "user", content: text });
-  conv.updated = Date.now();
-  save(); renderAll(); complete(conv);
-}
-
-// ---- the request ------------------------------------------------------------------------------------
-function requestBody(conv) {
-  const s = state.settings;
+function requestBody(conv, upTo) {
   const messages = [];
-  if (s.system.trim()) messages.push({ role: "system", content: s.system });
-  for (const m of conv.messages) messages.push({ role: m.role, content: m.content });
+  if (state.overrides.system?.trim()) messages.push({ role: "system", content: state.overrides.system });
+  for (const m of conv.path(upTo)) messages.push(apiMessage(m));
   const body = { messages, stream: true, stream_options: { include_usage: true } };
-  for (const k of ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"]) {
-    if (s[k] !== "" && s[k] !== null && !Number.isNaN(Number(s[k]))) body[k] = Number(s[k]);
+  for (const k of SAMPLING) {
+    const v = state.overrides[k];
+    if (v !== undefined && v !== "" && Number.isFinite(Number(v))) body[k] = Number(v);
   }
   return body;
 }
 
-function headers() {
-  const h = { "Content-Type": "application/json" };
-  const key = localStorage.getItem(STORE.apiKey);
-  if (key) h.Authorization = `Bearer ${key}`;
-  return h;
+function toolCalls(m) {
+  if (!m.toolCalls) return [];
+  try { const calls = JSON.parse(m.toolCalls); return Array.isArray(calls) ? calls : []; } catch { return []; }
 }
 
-async function complete(conv) {
-  const request = JSON.stringify(requestBody(conv));     // the conversation so far, before the reply slot
-  const reply = { role: "assistant", content: "" };
-  conv.messages.push(reply);
-  renderMessages();
-  const el = $("messages").lastElementChild;
-  const body = el.querySelector(".body");
-  el.classList.add("streaming");
+function apiMessage(m) {
+  if (m.role === "user") return { role: "user", content: withFiles(m.content, m.extra) };
+  if (m.role === "tool") return { role: "tool", tool_call_id: m.toolCallId ?? "", content: m.content };
+  const out = { role: m.role, content: m.content };
+  const calls = toolCalls(m);
+  if (calls.length) out.tool_calls = calls;
+  return out;
+}
+
+// ---- the conversation view ----------------------------------------------------------------------------
+const ROLE_NAMES = { user: "You", assistant: "Assistant", tool: "Tool result", system: "System" };
+const parts = new WeakMap();   // message element -> {body, tools, meta}: found without querying model output
+
+function renderAll() { sidebar.render(); renderMessages(); }
+
+function renderMessages() {
+  const conv = current();
+  const path = conv ? conv.path() : [];
+  if (!path.length) {
+    ui.messages.replaceChildren(el("p", "empty", "Ask anything. Drop or paste a text file to include it. " +
+                                               "Press Ctrl+/ for keyboard shortcuts."));
+    return;
+  }
+  ui.messages.replaceChildren(...path.map((m) => messageElement(conv, m)));
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function messageElement(conv, m) {
+  const box = el("div", `message ${m.role}`);
+  const role = el("div", "role", ROLE_NAMES[m.role] || m.role);
+  if (m.role === "tool" && m.toolCallId) role.textContent += ` · ${m.toolCallId}`;
+  const body = el("div", "body");
+  if (m.role === "assistant") {
+    if (m.thinking) box.append(thinkingElement(m.thinking));
+    renderMarkdown(body, m.content);
+  } else {
+    body.textContent = m.content;                  // user, tool and system text is shown as typed
+  }
+  const tools = el("div", "tool-calls");
+  renderToolCalls(tools, toolCalls(m));
+  const meta = el("div", "meta");
+  fillMeta(meta, conv, m, box);
+  box.append(role, body);
+  if (m.role === "user") box.append(filesElement(m.extra));
+  box.append(tools, meta);
+  parts.set(box, { body, tools, meta });
+  return box;
+}
+
+function thinkingElement(text) {
+  const d = el("details", "thinking");
+  d.append(el("summary", "", "Reasoning"), el("div", "", text));
+  return d;
+}
+
+function filesElement(extra) {
+  const box = el("div", "files");
+  for (const f of extra || []) {
+    if (f?.type !== "textFile") continue;
+    const d = el("details", "file");
+    d.append(el("summary", "", `${f.name} · ${formatBytes(new Blob([f.content]).size)}`), el("pre", "", f.content));
+    box.append(d);
+  }
+  return box;
+}
+
+function renderToolCalls(box, calls) {
+  box.replaceChildren(...calls.map((c) => {
+    const call = el("div", "tool-call");
+    let args = c?.function?.arguments ?? "";
+    try { args = JSON.stringify(JSON.parse(args), null, 2); } catch { /* partial or not JSON: as sent */ }
+    call.append(el("div", "tool-name", `Tool call: ${c?.function?.name || "?"}${c?.id ? ` · ${c.id}` : ""}`),
+                el("pre", "", args));
+    return call;
+  }));
+}
+
+function fillMeta(meta, conv, m, box) {
+  const { index, count } = conv.siblings(m);
+  if (count > 1) {
+    const nav = el("span", "siblings");
+    const prev = button("‹", "sibling-prev", () => flip(conv, m, -1), "Previous version");
+    const next = button("›", "sibling-next", () => flip(conv, m, +1), "Next version");
+    prev.disabled = index === 0; next.disabled = index === count - 1;
+    nav.append(prev, el("span", "sibling-pos", `${index + 1}/${count}`), next);
+    meta.append(nav);
+  }
+  if (m.role === "assistant") {
+    if (m.dropped) meta.append(el("span", "notice", `${m.dropped} earlier message${m.dropped === 1 ? " was" : "s were"} ` +
+                                                     "left out to fit the model's context"));
+    if (m.stats) meta.append(el("span", "stats", m.stats));
+    if (m.error) meta.append(el("span", "error", m.error));
+    meta.append(button("Copy", "copy", (e) => copyText(m.content, e.currentTarget)));
+    meta.append(button("Regenerate", "regenerate", () => regenerate(conv, m), "Write another reply (kept as a new version)"));
+  } else if (m.role === "user") {
+    meta.append(button("Edit", "edit", () => startEdit(box, conv, m), "Edit (kept as a new version)"));
+  }
+}
+
+function flip(conv, m, delta) {
+  if (state.controller) return;
+  conv.showSibling(m, delta);
+  persist(conv); renderMessages();
+}
+
+function startEdit(box, conv, m) {
+  if (state.controller) return;
+  const { body } = parts.get(box);
+  const form = el("div", "edit-box");
+  const area = el("textarea");
+  area.value = m.content; area.rows = Math.min(12, Math.max(3, m.content.split("\n").length));
+  const save = button("Save & send", "save-edit", () => {
+    const text = area.value.trim();
+    if (!text && !m.extra?.length) return;
+    const edited = conv.add(m.parent, { role: "user", content: text, ...(m.extra ? { extra: m.extra } : {}) });
+    complete(conv, edited.id);
+  });
+  const cancel = button("Cancel", "cancel-edit", () => renderMessages());
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); save.click(); }
+    if (e.key === "Escape") { e.stopPropagation(); cancel.click(); }
+  });
+  form.append(area, save, cancel);
+  body.replaceWith(form);
+  area.focus();
+}
+
+function regenerate(conv, m) {
+  if (!state.controller) complete(conv, m.parent);
+}
+
+function openConversation(id) {
+  if (state.controller) return;
+  state.currentId = id;
+  closeSidebar();
+  renderAll();
+}
+
+function newChat() {
+  if (state.controller) return;
+  state.currentId = null;
+  closeSidebar(); renderAll(); ui.input.focus();
+}
+
+// ---- sending and streaming ---------------------------------------------------------------------------
+function send(text) {
+  let conv = current();
+  const files = state.attachments.splice(0);
+  if (!conv) {
+    conv = Conversation.create(titleFrom(text, files));
+    state.convs.set(conv.id, conv);
+    state.currentId = conv.id;
+  }
+  const asked = conv.add(conv.conv.currNode, { role: "user", content: text, ...(files.length ? { extra: files } : {}) });
+  renderAttachments();
+  complete(conv, asked.id);
+}
+
+async function complete(conv, parentId) {
+  const request = requestBody(conv, parentId);        // the visible path up to the reply's parent
+  const reply = conv.add(parentId, { role: "assistant", content: "" });
+  persist(conv); renderAll();
+  const box = ui.messages.lastElementChild;
+  const { body, tools } = parts.get(box);
+  box.classList.add("streaming");
   setBusy(true);
   const controller = new AbortController();
   state.controller = controller;
   const started = performance.now();
+  const calls = [];
   let firstToken = null, nChunks = 0, timings = null, usage = null, pending = false;
   const paint = () => {
-    pending = false; renderMarkdown(body, reply.content);
-    $("messages").scrollTop = $("messages").scrollHeight;
+    pending = false;
+    renderMarkdown(body, reply.content);
+    if (calls.length) renderToolCalls(tools, calls);
+    ui.messages.scrollTop = ui.messages.scrollHeight;
   };
   try {
-    const res = await fetch("v1/chat/completions", { method: "POST", headers: headers(),
-                                                     body: request, signal: controller.signal });
-    if (res.status === 401) { askForKey(); throw new Error("this server needs an API key"); }
-    if (!res.ok) throw new Error((await res.json().catch(() => null))?.error?.message || `HTTP ${res.status}`);
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {           // one SSE event per blank-line-terminated block
-        const event = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-        for (const line of event.split("\n")) {
-          if (!line.startsWith("data: ")) continue;
-          const data = line.slice(6);
-          if (data === "[DONE]") continue;
-          const chunk = JSON.parse(data);
-          if (chunk.error) throw new Error(chunk.error.message);
-          if (chunk.usage) usage = chunk.usage;
-          if (chunk.timings) timings = chunk.timings;
-          const delta = chunk.choices?.[0]?.delta?.content;
-          if (delta) {
-            if (firstToken === null) firstToken = performance.now();
-            nChunks += 1;
-            reply.content += delta;
-            if (!pending) { pending = true; requestAnimationFrame(paint); }
-          }
-        }
+    await streamChat(request, controller.signal, (chunk) => {
+      if (chunk.dropped_messages) reply.dropped = chunk.dropped_messages;
+      if (chunk.usage) usage = chunk.usage;
+      if (chunk.timings) timings = chunk.timings;
+      const delta = chunk.choices?.[0]?.delta || {};
+      if (delta.content || delta.reasoning_content || delta.tool_calls) {
+        if (firstToken === null) firstToken = performance.now();
+        nChunks += 1;
       }
-    }
+      if (delta.content) reply.content += delta.content;
+      if (delta.reasoning_content) reply.thinking = (reply.thinking || "") + delta.reasoning_content;
+      for (const tc of delta.tool_calls || []) {
+        const slot = calls[tc.index ?? calls.length] ||= { id: "", type: "function", function: { name: "", arguments: "" } };
+        if (tc.id) slot.id = tc.id;
+        if (tc.function?.name && !slot.function.name) slot.function.name = tc.function.name;
+        if (tc.function?.arguments) slot.function.arguments += tc.function.arguments;
+      }
+      if (!pending) { pending = true; requestAnimationFrame(paint); }
+    });
     reply.stats = stats(timings, usage, nChunks, firstToken, started);
   } catch (err) {
     if (err.name === "AbortError") reply.stats = "stopped" + (nChunks ? ` · ${stats(null, null, nChunks, firstToken, started)}` : "");
-    else { reply.error = String(err.message || err); setStatus(reply.error, true); }
+    else {
+      if (err instanceof Unauthorized) askForKey();
+      reply.error = String(err.message || err);
+      setStatus(reply.error, true);
+    }
   } finally {
+    if (calls.length) reply.toolCalls = JSON.stringify(calls);
+    if (timings) reply.timings = timings;
     state.controller = null;
     setBusy(false);
-    conv.updated = Date.now();
-    save(); renderAll();
+    conv.touch();
+    persist(conv); renderAll();
   }
 }
 
@@ -226,62 +333,165 @@ function stats(timings, usage, nChunks, firstToken, started) {
   const n = timings?.predicted_n ?? usage?.completion_tokens ?? nChunks;
   let tps = timings?.predicted_per_second;
   if (tps == null && firstToken !== null) tps = nChunks / Math.max(1e-3, (performance.now() - firstToken) / 1000);
-  const parts = [`${n} tokens`];
-  if (tps != null) parts.push(`${tps.toFixed(1)} tokens/s`);
-  if (timings?.cache_n) parts.push(`${timings.cache_n} prompt tokens reused`);
-  else if (firstToken !== null && !timings) parts.push(`first token ${((firstToken - started) / 1000).toFixed(2)} s`);
-  return parts.join(" · ");
+  const out = [`${n} tokens`];
+  if (tps != null) out.push(`${tps.toFixed(1)} tokens/s`);
+  if (timings?.cache_n) out.push(`${timings.cache_n} prompt tokens reused`);
+  else if (firstToken !== null && !timings) out.push(`first token ${((firstToken - started) / 1000).toFixed(2)} s`);
+  return out.join(" · ");
 }
 
 function setBusy(busy) {
-  $("send").hidden = busy; $("stop").hidden = !busy;
-  if (!busy) setStatus("");
-  else setStatus("generating…");
+  ui.send.hidden = busy; ui.stop.hidden = !busy;
+  setStatus(busy ? "generating…" : "");
 }
 
-// ---- settings, API key, model name --------------------------------------------------------------------
-const FIELDS = { "system-prompt": "system", temperature: "temperature", top_p: "top_p", top_k: "top_k",
-                 min_p: "min_p", repeat_penalty: "repeat_penalty", max_tokens: "max_tokens", seed: "seed" };
-function renderSettings() { for (const [id, k] of Object.entries(FIELDS)) $(id).value = state.settings[k]; }
-function askForKey() { $("api-key-box").hidden = false; $("api-key").focus(); }
+// ---- attachments: drop, pick or paste text files -------------------------------------------------------
+async function attachFiles(files) {
+  const refused = [];
+  for (const file of files) {
+    try { state.attachments.push(await readTextFile(file)); }
+    catch (err) { if (err instanceof FileRefused) refused.push(err.message); else throw err; }
+  }
+  renderAttachments();
+  if (refused.length) setStatus(refused.join("; "), true);
+  else if (files.length) setStatus("");
+  ui.input.focus();
+}
 
-async function loadModel() {
+function renderAttachments() {
+  ui.attachments.hidden = state.attachments.length === 0;
+  ui.attachments.replaceChildren(...state.attachments.map((f, i) => {
+    const chip = el("span", "chip", `${f.name} · ${formatBytes(new Blob([f.content]).size)}`);
+    chip.append(button("×", "remove", () => { state.attachments.splice(i, 1); renderAttachments(); }, `Remove ${f.name}`));
+    return chip;
+  }));
+}
+
+function wireFiles() {
+  ui.attach.addEventListener("click", () => ui.fileInput.click());
+  ui.fileInput.addEventListener("change", () => { attachFiles([...ui.fileInput.files]); ui.fileInput.value = ""; });
+  ui.input.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData?.files || [])];
+    if (files.length) { e.preventDefault(); attachFiles(files); }
+  });
+  const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes("Files");
+  let depth = 0;                                     // dragenter/leave fire for every child crossed
+  document.addEventListener("dragenter", (e) => { if (hasFiles(e)) { depth += 1; ui.dropOverlay.hidden = false; } });
+  document.addEventListener("dragleave", (e) => { if (hasFiles(e) && --depth <= 0) { depth = 0; ui.dropOverlay.hidden = true; } });
+  document.addEventListener("dragover", (e) => { if (hasFiles(e)) { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; } });
+  document.addEventListener("drop", (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0; ui.dropOverlay.hidden = true;
+    attachFiles([...e.dataTransfer.files]);
+  });
+}
+
+// ---- panels, theme, shortcuts ------------------------------------------------------------------------
+const THEME = "chatfile.theme";                      // "light", "dark", or absent: follow the system
+const THEMES = { "": "Auto", light: "Light", dark: "Dark" };
+
+function applyTheme(theme) {
+  const t = theme in THEMES ? theme : "";
+  if (t) document.documentElement.dataset.theme = t; else delete document.documentElement.dataset.theme;
+  ui.themeToggle.textContent = THEMES[t];
+  ui.hljsLight.media = t === "light" ? "all" : t === "dark" ? "not all" : "(prefers-color-scheme: light)";
+  ui.hljsDark.media = t === "dark" ? "all" : t === "light" ? "not all" : "(prefers-color-scheme: dark)";
+}
+function cycleTheme() {
+  const order = Object.keys(THEMES);
+  const next = order[(order.indexOf(localStorage.getItem(THEME) || "") + 1) % order.length];
+  if (next) localStorage.setItem(THEME, next); else localStorage.removeItem(THEME);
+  applyTheme(next);
+}
+
+function toggle(panel, toggler, open = panel.hidden) {
+  panel.hidden = !open;
+  toggler.setAttribute("aria-expanded", String(open));
+}
+function openSidebar() { document.body.classList.add("sidebar-open"); ui.sidebarToggle.setAttribute("aria-expanded", "true"); }
+function closeSidebar() { document.body.classList.remove("sidebar-open"); ui.sidebarToggle.setAttribute("aria-expanded", "false"); }
+
+function onShortcut(e) {
+  const mod = e.ctrlKey || e.metaKey, key = e.key.toLowerCase();
+  if (mod && e.shiftKey && key === "o") { e.preventDefault(); newChat(); }
+  else if (mod && !e.shiftKey && key === "k") { e.preventDefault(); openSidebar(); ui.search.focus(); ui.search.select(); }
+  else if (mod && key === "/") { e.preventDefault(); toggle(ui.help, ui.helpToggle); }
+  else if (e.key === "Escape" && e.shiftKey) { e.preventDefault(); ui.input.focus(); }
+  else if (e.key === "Escape") {
+    if (state.controller) state.controller.abort();
+    else if (!ui.help.hidden) toggle(ui.help, ui.helpToggle, false);
+    else closeSidebar();
+  }
+}
+
+// ---- API key, model name ------------------------------------------------------------------------------
+function askForKey() { ui.apiKeyBox.hidden = false; ui.apiKey.focus(); }
+
+async function loadServerInfo() {
   try {
-    const res = await fetch("v1/models", { headers: headers() });
-    if (res.status === 401) { askForKey(); $("model-name").textContent = "API key needed"; return; }
-    const data = await res.json();
+    const data = await getJSON("v1/models");
     const name = data.data?.[0]?.id || "model";
-    $("model-name").textContent = name; document.title = `${name} · chatfile`;
-  } catch (err) { setStatus(`server unreachable: ${err.message}`, true); }
+    ui.modelName.textContent = name;
+    document.title = `${name} · chatfile`;
+  } catch (err) {
+    if (err instanceof Unauthorized) { askForKey(); ui.modelName.textContent = "API key needed"; return; }
+    setStatus(`server unreachable: ${err.message}`, true);
+    return;
+  }
+  try { showServerDefaults(await getJSON("props")); }
+  catch { showServerDefaults(null); }                 // an older server: the fields say "server default"
 }
 
+// ---- start-up ----------------------------------------------------------------------------------------
 function init() {
   captureControls();
-  renderSettings(); renderAll(); loadModel();
-  $("composer").addEventListener("submit", (e) => {
+  applyTheme(localStorage.getItem(THEME) || "");
+  state.overrides = loadOverrides();
+  renderSettings();
+  loadServerInfo();
+  sidebar = new Sidebar({ ui, state, open: openConversation, setStatus, persist, render: renderAll });
+  state.ready = openStore().then(async (store) => {
+    state.store = store;
+    for (const conv of await store.list()) if (!state.convs.has(conv.id)) state.convs.set(conv.id, conv);
+    document.body.dataset.ready = store.kind;        // for tests and the curious: where history lives
+    renderAll();
+  });
+  renderAll();
+
+  ui.composer.addEventListener("submit", (e) => {
     e.preventDefault();
-    const text = $("input").value.trim();
-    if (!text || state.controller) return;
-    $("input").value = "";
+    const text = ui.input.value.trim();
+    if ((!text && !state.attachments.length) || state.controller) return;
+    ui.input.value = "";
     send(text);
   });
-  $("input").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
+  ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); ui.composer.requestSubmit(); }
   });
-  $("stop").addEventListener("click", () => state.controller?.abort());
-  $("new-chat").addEventListener("click", newChat);
-  $("settings-toggle").addEventListener("click", () => {
-    const open = $("settings").hidden; $("settings").hidden = !open; $("settings-toggle").setAttribute("aria-expanded", open);
-  });
-  for (const [id, k] of Object.entries(FIELDS)) {
-    $(id).addEventListener("change", () => { state.settings[k] = $(id).value; save(); });
+  ui.stop.addEventListener("click", () => state.controller?.abort());
+  ui.newChat.addEventListener("click", newChat);
+  ui.settingsToggle.addEventListener("click", () => toggle(ui.settings, ui.settingsToggle));
+  ui.helpToggle.addEventListener("click", () => toggle(ui.help, ui.helpToggle));
+  ui.themeToggle.addEventListener("click", cycleTheme);
+  ui.sidebarToggle.addEventListener("click", openSidebar);
+  ui.sidebarClose.addEventListener("click", closeSidebar);
+  ui.backdrop.addEventListener("click", closeSidebar);
+  for (const [k, id] of Object.entries(FIELD_IDS)) {
+    ui[id].addEventListener("change", () => {
+      const v = ui[id].value;
+      if (v === "" || (k === "system" && !v.trim())) delete state.overrides[k]; else state.overrides[k] = v;
+      saveOverrides();
+    });
   }
-  $("settings-reset").addEventListener("click", () => { state.settings = { ...DEFAULTS }; save(); renderSettings(); });
-  $("api-key-form").addEventListener("submit", (e) => {
+  ui.settingsReset.addEventListener("click", () => { state.overrides = {}; saveOverrides(); renderSettings(); });
+  ui.apiKeyForm.addEventListener("submit", (e) => {
     e.preventDefault();
-    localStorage.setItem(STORE.apiKey, $("api-key").value.trim());
-    $("api-key-box").hidden = true; setStatus(""); loadModel();
+    apiKey.set(ui.apiKey.value.trim());
+    ui.apiKeyBox.hidden = true; setStatus(""); loadServerInfo();
   });
+  document.addEventListener("keydown", onShortcut);
+  wireFiles();
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -50,7 +50,8 @@ purify.addHook("afterSanitizeAttributes", (node) => {
 
 // ---- math: $…$, $$…$$, \(…\), \[…\] -------------------------------------------------------------------
 // Inline `$…$` follows pandoc's rule, so prices stay text: the opening `$` is followed by a non-space,
-// the closing `$` is preceded by a non-space and not followed by a digit ("$5 and $10" has no closer).
+// the closing `$` is preceded by a non-space and not followed by a digit ("$5 and $10" has no closer);
+// the first `$` that cannot close, a blank line or a backtick ends the search.
 const INLINE_SCAN = 2000;   // chars a `$` looks ahead for its closer: keeps a page of prices linear
 
 function dollarMath(src) {
@@ -59,7 +60,7 @@ function dollarMath(src) {
   for (let i = 1; i < end; i++) {
     const c = src[i];
     if (c === "\\") { i++; continue; }
-    if (c === "\n" && src[i + 1] === "\n") return null;
+    if ((c === "\n" && src[i + 1] === "\n") || c === "`") return null;   // a code span starts: not math
     if (c === "$") {
       if (/\s/.test(src[i - 1]) || /\d/.test(src[i + 1] || "")) return null;
       return { raw: src.slice(0, i + 1), tex: src.slice(1, i), display: false };
