@@ -59,7 +59,9 @@ def import_file(page, path) -> str:
     with page.expect_file_chooser() as chooser:
         page.click("#import")
     chooser.value.set_files(str(path))
-    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('Import')")
+    # "Importing NAME…" is shown as the file is picked, then the outcome replaces it
+    page.wait_for_function("() => { const s = document.querySelector('#status').textContent;"
+                           " return s.startsWith('Import') && !s.startsWith('Importing'); }")
     return page.text_content("#status")
 
 

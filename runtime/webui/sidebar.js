@@ -108,6 +108,7 @@ export class Sidebar {
 
   async importFile(file) {
     const { state, setStatus, persist, render } = this.ctx;
+    setStatus(`Importing ${file.name}…`);
     let incoming;
     try {
       if (file.size > MAX_IMPORT_BYTES) throw new ImportError(`${formatBytes(file.size)} is more than ${formatBytes(MAX_IMPORT_BYTES)}`);
