@@ -130,6 +130,7 @@ const parts = new WeakMap();   // message element -> {body, tools, meta}: found 
 function renderAll() { sidebar.render(); renderMessages(); }
 
 function renderMessages() {
+  if (state.controller) return;                      // a reply is streaming into its element; redrawn at its end
   const conv = current();
   const path = conv ? conv.path() : [];
   if (!path.length) {

@@ -17,7 +17,7 @@ export function formatBytes(n) {
 
 /** Read `file` as a text attachment {type: "textFile", name, content}, or throw FileRefused. */
 export async function readTextFile(file) {
-  const name = file.name || "pasted.txt";
+  const name = (file.name || "pasted.txt").replace(/[\u0000-\u001f\u007f]+/g, " ");   // one line, always
   if (file.size > MAX_FILE_BYTES) {
     throw new FileRefused(`${name} is ${formatBytes(file.size)}: text files up to ${formatBytes(MAX_FILE_BYTES)} can be attached`);
   }
