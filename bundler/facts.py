@@ -7,6 +7,7 @@ import shlex
 from collections import Counter
 
 from runtime.bundle import PAYLOAD_ALIGNMENT, BundleInfo, is_bundle, read_info
+from runtime.config import ARCHITECTURES, support_problem
 from runtime.ggml import Keys, type_name
 from runtime.gguf import GGUFFile
 
@@ -22,6 +23,8 @@ def gguf_facts(g: GGUFFile) -> dict:
         "gguf_version": g.version,
         "model_name": md.get(Keys.NAME, ""),
         "architecture": arch,
+        "family": ARCHITECTURES[arch].label if arch in ARCHITECTURES else "(not one chatfile runs)",
+        "supported": f"no: {problem}" if (problem := support_problem(g)) else "yes",
         "parameters": n_params,
         "tensors": len(g.tensors),
         "quant_types": dict(types.most_common()),

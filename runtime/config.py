@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ggml import Keys
+from .ggml import SUPPORTED_TYPES, GGMLType, Keys, type_name
+from .pretokenize import PRE_TOKENIZERS
 
 
 class ModelError(ValueError):
@@ -367,3 +368,27 @@ def _yarn_attn_factor(freq_scale: float, log_mul: float) -> np.float32:
         return f(1.0) if scale <= 1 else f(0.1) * f(m) * np.log(scale) + f(1.0)
     a = mscale(factor, 1.0) / mscale(factor, log_mul) if log_mul else mscale(factor, 1.0)
     return f(a) * (f(1.0) / (f(1.0) + f(0.1) * np.log(factor)))
+
+
+def support_problem(gguf) -> str | None:
+    """Why chatfile cannot run this GGUF, in one line, or None when it can, without loading it: the
+    architecture and hyperparameters (ModelConfig.from_gguf), each tensor's type, the tokenizer's
+    kind and pre-tokenizer. Shapes are checked only by a real load (runtime.model.Model). Cheap
+    (no numba): `chatfile inspect` shows it."""
+    try:
+        ModelConfig.from_gguf(gguf)
+    except ModelError as e:
+        return str(e)
+    for t in gguf.tensors.values():
+        if t.type not in SUPPORTED_TYPES:
+            supported = ", ".join(sorted(GGMLType(x).name for x in SUPPORTED_TYPES))
+            return (f"tensor {t.name!r} has type {type_name(t.type)}, which chatfile does not support "
+                    f"(supported: {supported})")
+    kind = gguf.metadata.get(Keys.TOKENIZER_MODEL)
+    if kind not in ("gpt2", "llama"):
+        return (f"tokenizer {Keys.TOKENIZER_MODEL}={kind!r} is not supported (supported: 'gpt2' "
+                f"byte-level BPE, 'llama' SentencePiece)")
+    pre = gguf.metadata.get(Keys.TOKENIZER_PRE) or "default"
+    if kind == "gpt2" and pre not in PRE_TOKENIZERS:
+        return f"unknown pre-tokenizer {Keys.TOKENIZER_PRE}={pre!r}"
+    return None

@@ -29,7 +29,16 @@ BLOCK_LAYOUTS: dict[GGMLType, tuple[tuple[str, int], ...]] = {
     GGMLType.Q4_K: (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2)),
     GGMLType.Q5_K: (("d", 2), ("dmin", 2), ("scales", 12), ("qh", QK_K // 8), ("qs", QK_K // 2)),
     GGMLType.Q6_K: (("ql", QK_K // 2), ("qh", QK_K // 4), ("scales", QK_K // 16), ("d", 2)),
+    # IQ4: 4-bit indices into a fixed non-linear table of 16 levels (KVALUES_IQ4NL)
+    GGMLType.IQ4_NL: (("d", 2), ("qs", 16)),                     # y = d * kvalues[q]
+    GGMLType.IQ4_XS: (("d", 2), ("scales_h", 2), ("scales_l", QK_K // 64), ("qs", QK_K // 2)),
+    # IQ4_XS: 8 sub-blocks of 32, 6-bit scale ls (low 4 bits in scales_l, high 2 in scales_h),
+    # y = d * (ls - 32) * kvalues[q]
 }
+
+# ggml-common.h kvalues_iq4nl: the 16 levels of IQ4_NL and IQ4_XS
+KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                         dtype=np.int8)
 
 
 def field_offsets(qtype: GGMLType) -> dict[str, tuple[int, int]]:
@@ -190,6 +199,25 @@ def dequantize_q6_k(blocks):
     return (d[..., None] * q.reshape(nb, 16, 16).astype(np.float32)).reshape(nb, QK_K)
 
 
+# ---- non-linear 4-bit ----
+
+def dequantize_iq4_nl(blocks):
+    f = _fields(blocks, GGMLType.IQ4_NL)
+    return _f16(f["d"]) * KVALUES_IQ4NL[_nibbles(f["qs"])].astype(np.float32)
+
+
+def dequantize_iq4_xs(blocks):
+    nb = blocks.shape[0]
+    f = _fields(blocks, GGMLType.IQ4_XS)
+    ib = np.arange(QK_K // 32)
+    low = (f["scales_l"][:, ib // 2] >> (4 * (ib % 2)).astype(np.uint8)) & 0x0F        # [nb, 8]
+    high = (f["scales_h"].view("<u2") >> (2 * ib).astype(np.uint16)) & 3             # [nb, 8]
+    ls = (low.astype(np.int32) | (high.astype(np.int32) << 4)) - 32
+    dl = _f16(f["d"]) * ls.astype(np.float32)                                       # [nb, 8]
+    q = _nibbles(f["qs"].reshape(nb, 8, 16))                                        # [nb, 8, 32]
+    return (dl[..., None] * KVALUES_IQ4NL[q].astype(np.float32)).reshape(nb, QK_K)
+
+
 # ---- plain floats (one "block" per weight) ----
 
 def dequantize_f32(blocks):
@@ -211,8 +239,8 @@ DEQUANTIZERS = {
     GGMLType.Q5_0: dequantize_q5_0, GGMLType.Q5_1: dequantize_q5_1, GGMLType.Q8_0: dequantize_q8_0,
     GGMLType.Q2_K: dequantize_q2_k, GGMLType.Q3_K: dequantize_q3_k, GGMLType.Q4_K: dequantize_q4_k,
     GGMLType.Q5_K: dequantize_q5_k, GGMLType.Q6_K: dequantize_q6_k,
+    GGMLType.IQ4_NL: dequantize_iq4_nl, GGMLType.IQ4_XS: dequantize_iq4_xs,
 }
-assert DEQUANTIZERS.keys() == SUPPORTED_TYPES
 
 _CHUNK_BLOCKS = 1 << 15     # bounds the temporaries of one step (~35 MB for a K-quant)
 
