@@ -50,9 +50,21 @@ def random_rows(rng, qtype: GGMLType, rows: int, n: int, sane_scales: bool) -> n
 
 
 def test_layouts_match_block_sizes():
-    assert DEQUANTIZERS.keys() == SUPPORTED_TYPES
+    assert SUPPORTED_TYPES <= DEQUANTIZERS.keys()       # IQ4_NL and IQ4_XS too (test_iq4_*)
     for qtype, layout in BLOCK_LAYOUTS.items():
         assert sum(size for _, size in layout) == QUANT_SIZES[qtype][1], qtype.name
+
+
+@pytest.mark.parametrize("qtype", [GGMLType.IQ4_NL, GGMLType.IQ4_XS])
+def test_iq4_dequantization_is_bit_exact_with_gguf_py(qtype):
+    # random blocks (any bytes are a valid IQ4 block; fp16 scales kept finite) against gguf-py
+    gguf_quants = pytest.importorskip("gguf.quants")
+    block, size = QUANT_SIZES[qtype]
+    raw = np.random.default_rng(int(qtype)).integers(0, 256, (64, size), dtype=np.uint8)
+    raw[:, 1] &= 0x3B                                    # the fp16 d: |d| < 2 ** 8, no inf/nan
+    ours = dequantize(raw, qtype, block)
+    ref = gguf_quants.dequantize(raw, qtype).reshape(64, block)
+    assert_bit_exact(ours, ref, qtype.name)
 
 
 # ---- hand-built blocks: the layouts read the way llama.cpp writes them ----
