@@ -96,7 +96,8 @@ class ChatTemplate:
         return cls(source, bos_token=_token_text(tok, tok.bos_id), eos_token=_token_text(tok, tok.eos_id))
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
-        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...])."""
+        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...]); `extra` are more
+        template variables (Hugging Face's `tools`, passed only when there are tools)."""
         try:
             return self._template.render(
                 messages=messages, bos_token=self.bos_token, eos_token=self.eos_token,
@@ -127,9 +128,10 @@ def load_override(value: str) -> str:
 
 
 def chat_prompt_ids(model, template: ChatTemplate, messages: list[dict],
-                    add_generation_prompt: bool = True) -> list[int]:
-    """Token ids of the rendered conversation, BOS exactly once when the model uses one."""
-    text = template.render(messages, add_generation_prompt=add_generation_prompt)
+                    add_generation_prompt: bool = True, **extra) -> list[int]:
+    """Token ids of the rendered conversation, BOS exactly once when the model uses one. `extra`: more
+    template variables, e.g. `tools` (runtime/tool_prompt.py prepares conversations with tools)."""
+    text = template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
     ids = model.tokenize(text, add_special=False, parse_special=True)
     tok = model.tokenizer
     if tok.add_bos and tok.bos_id is not None and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:

@@ -13,6 +13,14 @@ holds top_p of the mass (a full sort only when that takes most of the vocabulary
 with top_k and min_p both off); with nothing to truncate there is no sort at all.
 Measured (tests/test_sampler.py::test_cheap_at_gemma_vocab): llama.cpp's defaults at vocab 262,144
 cost about 3 ms a token, a tenth of one full sort.
+
+Around that chain, as llama.cpp's common_sampler puts it:
+- `logit_bias` {token id: bias} is added to the logits first (-inf bans a token);
+- a constraint (runtime/constraint.py: a JSON schema or grammar) is checked on the token the chain
+  chose; only when the grammar refuses it is the whole chain run again on the logits with every
+  refused token masked out (common_sampler_sample's "resampling"). The mask over the vocabulary is
+  therefore computed only on the rare refused token, and a greedy pick is exactly the best allowed
+  token either way. `accept(token)` advances the grammar and says when it is complete.
 """
 from __future__ import annotations
 
@@ -108,24 +116,36 @@ def _logsumexp(z):
 
 
 class Sampler:
-    """The chain for one generation. Owns the numpy Generator so a seeded run repeats exactly."""
+    """The chain for one generation. Owns the numpy Generator so a seeded run repeats exactly, and the
+    state of its constraint (so each generation, each server slot, has its own)."""
 
     def __init__(self, params: SamplingParams, logit_bias: dict[int, float] | None = None, constraint=None):
-        # logit_bias and constraint: taken by the generation loop for every request (see accept); a
-        # sampler without them samples exactly as before
         self.params = params
-        self.logit_bias = logit_bias
-        self.constraint = constraint
         seed = params.seed if params.seed is not None and params.seed >= 0 else None
         self.rng = np.random.default_rng(seed)
-
-    def accept(self, token: int) -> bool:
-        """Record the token the generation kept; True when a constraint is complete (the generation then
-        ends with finish_reason "stop"). Without a constraint there is nothing to complete."""
-        return False
+        self.bias_ids = self.bias = None
+        if logit_bias:
+            self.bias_ids = np.fromiter(logit_bias.keys(), dtype=np.int64, count=len(logit_bias))
+            self.bias = np.fromiter(logit_bias.values(), dtype=np.float32, count=len(logit_bias))
+        self.constraint = constraint.start() if constraint is not None else None
 
     def sample(self, logits: np.ndarray, history) -> int:
         """Next token id from logits float32 [vocab]; `history` = the ids in context, oldest first."""
+        if self.bias is not None:
+            logits = logits.copy()
+            logits[self.bias_ids] += self.bias
+        token = self._chain(logits, history)
+        if self.constraint is None or self.constraint.allows(token):
+            return token
+        allowed = self.constraint.mask(logits.shape[0])
+        return self._chain(np.where(allowed, logits, np.float32(-np.inf)), history)
+
+    def accept(self, token: int) -> bool:
+        """Record the token the generation kept; True when the constraint is complete (the generation then
+        ends with finish_reason "stop"). Without a constraint there is nothing to complete."""
+        return self.constraint.advance(token) if self.constraint is not None else False
+
+    def _chain(self, logits: np.ndarray, history) -> int:
         p = self.params
         if p.repeat_last_n != 0 and (p.repeat_penalty != 1.0 or p.presence_penalty != 0.0
                                      or p.frequency_penalty != 0.0):
