@@ -12,7 +12,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from .constraint import Spec
 from .sampler import SamplingParams
+from .tool_calls import Function, ToolRequest
 
 MAX_BODY_BYTES = 2 * 1024 * 1024   # a full 32k-token conversation is ~150 KB of JSON; 2 MiB is generous
 MAX_STOP = 16                      # OpenAI allows 4; llama.cpp users send a few more
@@ -21,6 +23,8 @@ MAX_TOP_LOGPROBS = 20              # OpenAI's limit
 MAX_SEED = 2**64                   # numpy's SeedSequence takes any non-negative int; we keep it 64-bit
 MAX_INT_DIGITS = 32                # longer integer literals are parsed as floats (see parse_body)
 MAX_CHOICES = 16                   # `n`: choices are generated one after the other
+MAX_TOOLS = 128                    # OpenAI's limit on `tools`
+MAX_LOGIT_BIAS = 1024              # entries in `logit_bias` (OpenAI allows 300)
 
 
 class APIError(Exception):
@@ -49,11 +53,16 @@ class GenOptions:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    messages: list[dict]               # [{"role": "system"|"user"|"assistant", "content": str}]
+    # [{"role": "system"|"user"|"assistant"|"tool", "content": str | None}], assistant messages with
+    # "tool_calls": [{"id", "type": "function", "function": {"name", "arguments": str}}], tool messages
+    # with "tool_call_id"
+    messages: list[dict]
     gen: GenOptions
     stream: bool = False
     include_usage: bool = False
     n: int = 1                         # choices, generated one after the other
+    tools: ToolRequest | None = None   # `tools`, `tool_choice`, `parallel_tool_calls`
+    structure: Spec | None = None      # `response_format`, or llama.cpp's `json_schema` / `grammar`
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class CompletionRequest:
     stream: bool = False
     include_usage: bool = False
     n: int = 1
+    structure: Spec | None = None      # llama.cpp's `json_schema` / `grammar`
 
 
 @dataclass(frozen=True)
@@ -195,8 +205,8 @@ def _shown(number) -> str:
     return str(number) if abs(number) < 10**15 else f"{float(number):g}"
 
 
-def _check_fields(body: dict, known: frozenset) -> None:
-    unknown = sorted(k for k in body if k not in known)
+def _check_fields(body: dict, known: frozenset, prefix: str = "") -> None:
+    unknown = sorted(prefix + k for k in body if k not in known)
     if unknown:
         shown = ", ".join(repr(k[:64]) for k in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
         raise APIError(400, f"unknown field{'s' if len(unknown) > 1 else ''}: {shown}", param=unknown[0][:64])
@@ -238,9 +248,10 @@ def _stream(body: dict) -> tuple[bool, bool]:
 _COMMON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
     "n", "stream", "stream_options", "user", "store", "metadata",
-    "top_k", "min_p", "repeat_penalty", "repeat_last_n", "cache_prompt",
+    "top_k", "min_p", "repeat_penalty", "repeat_last_n", "cache_prompt", "logit_bias", "json_schema", "grammar",
 })
-_CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+_CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "response_format", "tools",
+                   "tool_choice", "parallel_tool_calls"}
 _COMPLETION = _COMMON | {"prompt", "logprobs", "echo"}
 
 
@@ -266,12 +277,145 @@ def _gen_options(body: dict, limits: Limits, logprobs: int | None) -> GenOptions
     if "max_completion_tokens" in body:   # OpenAI's newer name wins, as in OpenAI's API
         max_tokens = _int(body, "max_completion_tokens", 1, limits.n_ctx, None)
     return GenOptions(params=params, max_tokens=limits.max_tokens if max_tokens is None else max_tokens,
-                      stop=_stop(body), logprobs=logprobs, cache_prompt=_bool(body, "cache_prompt", True))
+                      stop=_stop(body), logprobs=logprobs, cache_prompt=_bool(body, "cache_prompt", True),
+                      logit_bias=_logit_bias(body, limits.vocab_size))
+
+
+def _logit_bias(body: dict, vocab_size: int) -> dict[int, float] | None:
+    """OpenAI's {"token id": bias in [-100, 100]}, or llama.cpp's [[id, bias | false], ...] (false bans)."""
+    value = body.get("logit_bias")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list) and all(isinstance(e, list) and len(e) == 2 for e in value):
+        items = [(k, v) for k, v in value]
+    else:
+        raise _wrong("logit_bias", 'an object {"token id": bias} or an array of [token id, bias] pairs', value)
+    if len(items) > MAX_LOGIT_BIAS:
+        raise APIError(400, f"'logit_bias' has {len(items)} entries; at most {MAX_LOGIT_BIAS} are allowed",
+                       param="logit_bias")
+    bias: dict[int, float] = {}
+    for key, v in items:
+        tid = int(key) if isinstance(key, str) and key.strip().lstrip("-").isdigit() else key
+        if isinstance(tid, bool) or not isinstance(tid, int):
+            raise APIError(400, f"'logit_bias' keys must be token ids, got {str(key)[:40]!r}", param="logit_bias")
+        if not 0 <= tid < vocab_size:
+            raise APIError(400, f"'logit_bias' names token {tid}, outside the vocabulary (size {vocab_size})",
+                           param="logit_bias")
+        if v is False:
+            v = -math.inf
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not -100 <= v <= 100:
+            raise APIError(400, f"'logit_bias' values must be numbers from -100 to 100 (or false), got "
+                                f"{str(v)[:40]}", param="logit_bias")
+        bias[tid] = float(v)
+    return bias or None
+
+
+def _structure(body: dict) -> Spec | None:
+    """At most one of response_format (chat), json_schema and grammar (GBNF) constrains the output."""
+    given = [k for k in ("response_format", "json_schema", "grammar") if body.get(k) is not None]
+    if isinstance(body.get("response_format"), dict) and body["response_format"].get("type") == "text":
+        _check_fields(body["response_format"], frozenset({"type"}), "response_format.")
+        given.remove("response_format")
+    if len(given) > 1:
+        raise APIError(400, f"give only one of {', '.join(map(repr, given))}: each constrains the whole output",
+                       param=given[1])
+    if not given:
+        return None
+    name = given[0]
+    value = body[name]
+    if name == "grammar":
+        if not isinstance(value, str) or not value.strip():
+            raise _wrong("grammar", "a non-empty GBNF grammar string", value)
+        return Spec("gbnf", value, "grammar")
+    if name == "json_schema":
+        if not isinstance(value, dict):
+            raise _wrong("json_schema", "a JSON schema object", value)
+        return Spec("json_schema", value, "json_schema")
+    if not isinstance(value, dict):
+        raise _wrong("response_format", "an object", value)
+    kind = value.get("type")
+    if kind == "json_object":
+        _check_fields(value, frozenset({"type", "schema"}), "response_format.")
+        schema = value.get("schema")        # llama.cpp's extension: json_object with a schema
+        if schema is None:
+            return Spec("json_object", None, "response_format")
+        if not isinstance(schema, dict):
+            raise _wrong("response_format.schema", "a JSON schema object", schema)
+        return Spec("json_schema", schema, "response_format.schema")
+    if kind == "json_schema":
+        _check_fields(value, frozenset({"type", "json_schema"}), "response_format.")
+        js = value.get("json_schema")
+        if not isinstance(js, dict):
+            raise _wrong("response_format.json_schema", 'an object {"name", "schema", "strict"}', js)
+        _check_fields(js, frozenset({"name", "schema", "strict", "description"}), "response_format.json_schema.")
+        if not isinstance(js.get("name"), str) or not js["name"]:
+            raise APIError(400, "missing required field 'response_format.json_schema.name'",
+                           param="response_format.json_schema.name")
+        _bool(js, "strict", False)
+        schema = js.get("schema", {})
+        if not isinstance(schema, dict):
+            raise _wrong("response_format.json_schema.schema", "a JSON schema object", schema)
+        return Spec("json_schema", schema, "response_format.json_schema.schema")
+    raise APIError(400, f"'response_format.type' must be text, json_object or json_schema, got {str(kind)[:40]!r}",
+                   param="response_format.type")
+
+
+def _tools(body: dict) -> ToolRequest | None:
+    """tools, tool_choice, parallel_tool_calls -> a ToolRequest (None without tools)."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    parallel = _bool(body, "parallel_tool_calls", True)
+    if tools is None or tools == []:
+        if choice not in (None, "none"):
+            raise APIError(400, "'tool_choice' needs 'tools'", param="tool_choice")
+        return None
+    if not isinstance(tools, list):
+        raise _wrong("tools", "an array of tools", tools)
+    if len(tools) > MAX_TOOLS:
+        raise APIError(400, f"'tools' has {len(tools)} entries; at most {MAX_TOOLS} are allowed", param="tools")
+    functions = []
+    for i, t in enumerate(tools):
+        name = f"tools[{i}]"
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("function"), dict):
+            raise APIError(400, f"'{name}' must be {{\"type\": \"function\", \"function\": {{...}}}}", param=name)
+        _check_fields(t, frozenset({"type", "function"}), f"{name}.")
+        fn = t["function"]
+        _check_fields(fn, frozenset({"name", "description", "parameters", "strict"}), f"{name}.function.")
+        fname = fn.get("name")
+        if not isinstance(fname, str) or not _FUNCTION_NAME.fullmatch(fname):
+            raise APIError(400, f"'{name}.function.name' must be 1-64 letters, digits, '_', '-' or '.', got "
+                                f"{str(fname)[:70]!r}", param=f"{name}.function.name")
+        if any(f.name == fname for f in functions):
+            raise APIError(400, f"'{name}.function.name': two tools are named {fname!r}", param=f"{name}.function.name")
+        description = fn.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _wrong(f"{name}.function.description", "a string", description)
+        parameters = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise _wrong(f"{name}.function.parameters", "a JSON schema object", parameters)
+        functions.append(Function(fname, description, parameters, _bool(fn, "strict", False), source=fn))
+    forced = None
+    if choice is None:
+        choice = "auto"
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        if choice.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise APIError(400, "'tool_choice' must be auto, none, required or "
+                                '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+        forced, choice = fn["name"], "function"
+        if all(f.name != forced for f in functions):
+            raise APIError(400, f"'tool_choice' names {forced[:70]!r}, which is not in 'tools'", param="tool_choice")
+    elif choice not in ("auto", "none", "required"):
+        raise APIError(400, "'tool_choice' must be auto, none, required or "
+                            '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+    return ToolRequest(tuple(functions), choice, forced, parallel)
 
 
 # ---- endpoints -------------------------------------------------------------------------------------
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def _content(i: int, content) -> str:
@@ -294,7 +438,8 @@ def _content(i: int, content) -> str:
 
 
 def messages_field(body: dict) -> list[dict]:
-    """The checked `messages` of a chat body: [{"role", "content": str}], roles mapped to the template's."""
+    """The checked `messages` of a chat body: [{"role", "content": str | None}] (roles mapped to the
+    template's), with `tool_calls` on assistant messages and `tool_call_id` on tool messages."""
     messages = body.get("messages")
     if messages is None:
         raise APIError(400, "missing required field 'messages'", param="messages")
@@ -302,19 +447,7 @@ def messages_field(body: dict) -> list[dict]:
         raise _wrong("messages", "an array", messages)
     if not messages:
         raise APIError(400, "'messages' must contain at least one message", param="messages")
-    checked = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise _wrong(f"messages[{i}]", "an object", m)
-        role = m.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
-            got = repr(role[:100]) if isinstance(role, str) else _json_type(role)
-            raise APIError(400, f"'messages[{i}].role' must be one of system, developer, user, assistant; "
-                                f"got {got}", param=f"messages[{i}].role")
-        if "content" not in m:
-            raise APIError(400, f"missing required field 'messages[{i}].content'", param=f"messages[{i}].content")
-        checked.append({"role": _ROLES[role], "content": _content(i, m["content"])})
-    return checked
+    return [_message(i, m) for i, m in enumerate(messages)]
 
 
 def chat_request(body: dict, limits: Limits) -> ChatRequest:
@@ -327,7 +460,50 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
         raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     stream, include_usage = _stream(body)
     return ChatRequest(messages=checked, gen=_gen_options(body, limits, logprobs),
-                       stream=stream, include_usage=include_usage, n=_choices(body))
+                       stream=stream, include_usage=include_usage, n=_choices(body), tools=_tools(body),
+                       structure=_structure(body))
+
+
+def _message(i: int, m) -> dict:
+    """One message of `messages`, checked; content None only for an assistant message with tool calls."""
+    if not isinstance(m, dict):
+        raise _wrong(f"messages[{i}]", "an object", m)
+    role = m.get("role")
+    if not isinstance(role, str) or role not in _ROLES:
+        got = repr(role[:100]) if isinstance(role, str) else _json_type(role)
+        raise APIError(400, f"'messages[{i}].role' must be one of system, developer, user, assistant, tool; "
+                            f"got {got}", param=f"messages[{i}].role")
+    calls = m.get("tool_calls") if role == "assistant" else None
+    if calls is not None:
+        calls = _message_calls(i, calls)
+    if m.get("content") is None and not calls:
+        raise APIError(400, f"missing required field 'messages[{i}].content'", param=f"messages[{i}].content")
+    out = {"role": _ROLES[role], "content": None if m.get("content") is None else _content(i, m["content"])}
+    if calls:
+        out["tool_calls"] = calls
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str):
+            raise APIError(400, f"'messages[{i}].tool_call_id' must be the string id of the call this answers",
+                           param=f"messages[{i}].tool_call_id")
+        out["tool_call_id"] = call_id
+    return out
+
+
+def _message_calls(i: int, calls) -> list[dict]:
+    name = f"messages[{i}].tool_calls"
+    if not isinstance(calls, list):
+        raise _wrong(name, "an array", calls)
+    checked = []
+    for j, c in enumerate(calls):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or \
+                not isinstance(fn.get("arguments", ""), str) or not isinstance(c.get("id", ""), str):
+            raise APIError(400, f"'{name}[{j}]' must be {{\"id\": string, \"type\": \"function\", \"function\": "
+                                '{"name": string, "arguments": JSON text}}', param=f"{name}[{j}]")
+        checked.append({"id": c.get("id") or f"call_{i}_{j}", "type": "function",
+                        "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"}})
+    return checked
 
 
 def completion_request(body: dict, limits: Limits) -> CompletionRequest:
@@ -348,7 +524,8 @@ def completion_request(body: dict, limits: Limits) -> CompletionRequest:
     logprobs = _int(body, "logprobs", 0, MAX_TOP_LOGPROBS, None)
     stream, include_usage = _stream(body)
     return CompletionRequest(prompt=prompt, gen=_gen_options(body, limits, logprobs),
-                             stream=stream, include_usage=include_usage, n=_choices(body))
+                             stream=stream, include_usage=include_usage, n=_choices(body),
+                             structure=_structure(body))
 
 
 def token_ids(value, name: str, vocab_size: int) -> list[int]:

@@ -95,14 +95,16 @@ class ChatTemplate:
             source = model.gguf.metadata.get(Keys.CHAT_TEMPLATE) or CHATML
         return cls(source, bos_token=_token_text(tok, tok.bos_id), eos_token=_token_text(tok, tok.eos_id))
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
-        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...]); `extra` are more
-        template variables (Hugging Face's `tools`, passed only when there are tools)."""
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list | None = None,
+               **extra) -> str:
+        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...]). `tools`: OpenAI's tool
+        list, always defined (None without tools), as transformers and llama-cpp-python pass it;
+        `extra`: more template variables."""
         try:
             return self._template.render(
                 messages=messages, bos_token=self.bos_token, eos_token=self.eos_token,
                 add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
-                strftime_now=lambda fmt: self._now().strftime(fmt), **extra)
+                strftime_now=lambda fmt: self._now().strftime(fmt), tools=tools, **extra)
         except SecurityError as e:
             raise ChatTemplateError(f"chat template refused: it tries to reach Python internals ({e})") from None
         except ChatTemplateError:

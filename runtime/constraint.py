@@ -34,7 +34,10 @@ import numpy as np
 
 from .special_tokens import Attr
 
-MAX_GRAMMAR_CHARS = 64 * 1024    # a GBNF/Lark text or a serialized JSON schema; real ones are a few KB
+MAX_GRAMMAR_CHARS = 256 * 1024   # a GBNF/Lark text or a serialized JSON schema (or all tools' schemas)
+# Whitespace inside generated JSON as llama.cpp's json-schema-to-grammar allows it (one space, or a newline
+# and up to 20 spaces/tabs of indentation): a small model cannot run away into blank lines.
+JSON_WHITESPACE = {"whitespace_pattern": r"(?:[ \t]?|\n[ \t]{0,20})"}
 _CONTROL = int(Attr.CONTROL | Attr.UNKNOWN)
 
 
@@ -117,12 +120,12 @@ def grammar_text(spec: Spec) -> str:
     """The llguidance grammar (its JSON form) for a Spec; ConstraintError for text that cannot be read."""
     import llguidance
     if spec.kind == "json_object":
-        return llguidance.LLMatcher.grammar_from_json_schema({"type": "object"})
+        return llguidance.LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_WHITESPACE)
     if spec.kind == "json_schema":
         text = json.dumps(spec.source)
         _check_size(text, spec.param)
         try:
-            return llguidance.LLMatcher.grammar_from_json_schema(text)
+            return llguidance.LLMatcher.grammar_from_json_schema(text, defaults=JSON_WHITESPACE)
         except ValueError as e:
             raise ConstraintError(f"'{spec.param}' is not a usable JSON schema: {e}", spec.param) from None
     if spec.kind == "gbnf":

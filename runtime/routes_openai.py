@@ -4,8 +4,10 @@
     POST /v1/chat/completions   OpenAI chat (stream via Server-Sent Events), llama.cpp's extra samplers
     POST /v1/completions        raw prompt (text, or token ids used as they are)
 
-Each handler validates (api_schema), submits a Job to the engine, and formats what comes back as
-OpenAI's objects: a whole response, or SSE chunks ending in `data: [DONE]`.
+Each handler validates (api_schema), prepares the prompt and any constraint (runtime/structured.py:
+tools, response_format, json_schema, grammar), submits a Job to the engine, and formats what comes back
+as OpenAI's objects: a whole response, or SSE chunks ending in `data: [DONE]`; with tools, the reply is
+read into message.tool_calls (streamed as delta.tool_calls) and finish_reason "tool_calls".
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from .api_schema import APIError, GenOptions
 from .server_engine import Done, Failed, Job
 from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
                           state)
+from .structured import constrain, plan_chat
+from .tool_calls import CallParser, CallStart, Content
 
 
 # llama.cpp's system_fingerprint is its build id, "b<build number>-<commit>"; ours names the version
@@ -58,16 +62,21 @@ async def models(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = api_schema.chat_request(await json_body(request), st.limits)
-    ids = await asyncio.to_thread(st.engine.chat_prompt_ids, req.messages)
-    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=True, n=req.n)
+    # the prompt through the template (with the tools, when there are), and any constraint compiled
+    plan = await asyncio.to_thread(plan_chat, st.engine.model, st.engine.template, req.messages, req.gen,
+                                   req.tools, req.structure)
+    return await respond(request, plan.prompt_ids, plan.gen, req.stream, req.include_usage, chat=True, n=req.n,
+                         parser=plan.parser)
 
 
 async def completions(request: Request) -> Response:
     st = state(request)
     req = api_schema.completion_request(await json_body(request), st.limits)
+    model = st.engine.model
     ids = req.prompt if isinstance(req.prompt, list) else \
-        await asyncio.to_thread(st.engine.model.tokenize, req.prompt, True, True)
-    return await respond(request, ids, req.gen, req.stream, req.include_usage, chat=False, n=req.n)
+        await asyncio.to_thread(model.tokenize, req.prompt, True, True)
+    gen = await asyncio.to_thread(constrain, model, req.gen, req.structure)
+    return await respond(request, ids, gen, req.stream, req.include_usage, chat=False, n=req.n)
 
 
 # ---- generation -> OpenAI objects ------------------------------------------------------------------
@@ -82,8 +91,9 @@ def choice_options(gen: GenOptions, n: int) -> list[GenOptions]:
 
 
 async def respond(request: Request, ids: list[int], gen: GenOptions, stream: bool, include_usage: bool,
-                  chat: bool, n: int = 1) -> Response:
-    """Generate n choices, one after the other, as one OpenAI object or one SSE stream."""
+                  chat: bool, n: int = 1, parser=None) -> Response:
+    """Generate n choices, one after the other, as one OpenAI object or one SSE stream. `parser`: makes a
+    CallParser per choice (runtime/tool_calls.py) that reads tool calls out of the reply, or None."""
     engine = state(request).engine
     gens = choice_options(gen, n)
     jobs = [engine.submit(ids, gens[0], client=client_id(request))]
@@ -91,7 +101,7 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": engine.name, "system_fingerprint": SYSTEM_FINGERPRINT}
     if stream:
-        return JobStream(jobs, _stream(request, ids, gens, jobs, head, include_usage, chat))
+        return JobStream(jobs, _stream(request, ids, gens, jobs, head, include_usage, chat, parser))
     choices, dones = [], []
     for index, g in enumerate(gens):
         if index:
@@ -106,7 +116,14 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
         text = "".join(p.text for p in pieces)
         choice = {"index": index, "finish_reason": last.finish_reason,
                   "logprobs": _logprobs(engine, pieces, chat) if g.logprobs is not None else None}
-        if chat:
+        calls = parser() if parser is not None else None
+        if calls is not None:
+            for p in pieces:
+                calls.feed(p.token_id, p.text)
+            calls.finish()
+            choice["message"] = message(calls)
+            choice["finish_reason"] = finish_reason(calls, last.finish_reason)
+        elif chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
@@ -115,17 +132,53 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
     return JSONResponse({**head, "choices": choices, "usage": usage(*dones), "timings": timings(dones[-1])})
 
 
+def message(parser: CallParser) -> dict:
+    """The assistant message of a reply read by `parser`: content None when it is only tool calls."""
+    out = {"role": "assistant", "content": parser.content or (None if parser.calls else "")}
+    if parser.calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments}} for c in parser.calls]
+    return out
+
+
+def finish_reason(parser: CallParser | None, reason: str) -> str:
+    """OpenAI's "tool_calls" when a reply that ended by itself made calls."""
+    return "tool_calls" if parser is not None and parser.calls and reason == "stop" else reason
+
+
+def delta(events: list) -> dict:
+    """Parser events -> one stream delta: content, and tool_calls as OpenAI streams them (id, type and
+    name first with empty arguments, then argument fragments under the same index)."""
+    out: dict = {}
+    calls: list[dict] = []
+    for e in events:
+        if isinstance(e, Content):
+            out["content"] = out.get("content", "") + e.text
+        elif isinstance(e, CallStart):
+            calls.append({"index": e.index, "id": e.id, "type": "function",
+                          "function": {"name": e.name, "arguments": ""}})
+        elif calls and calls[-1]["index"] == e.index:
+            calls[-1]["function"]["arguments"] += e.fragment
+        else:
+            calls.append({"index": e.index, "function": {"arguments": e.fragment}})
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
 async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs: list[Job], head: dict,
-                  include_usage: bool, chat: bool):
-    """SSE per choice: a role chunk, content chunks, a finish_reason chunk; then [a usage chunk] and
-    `data: [DONE]`. Choices come one after the other, each chunk naming its `index`."""
+                  include_usage: bool, chat: bool, parser=None):
+    """SSE per choice: a role chunk, content (and tool call) chunks, a finish_reason chunk; then [a usage
+    chunk] and `data: [DONE]`. Choices come one after the other, each chunk naming its `index`."""
     engine = state(request).engine
     head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
     dones = []
     for index, g in enumerate(gens):
-        def chunk(text: str | None, finish_reason=None, logprobs=None) -> dict:
+        def chunk(text: str | None, finish_reason=None, logprobs=None, events=None) -> dict:
             choice = {"index": index, "logprobs": logprobs, "finish_reason": finish_reason}
-            if chat:
+            if events is not None:
+                choice["delta"] = delta(events)
+            elif chat:
                 choice["delta"] = {} if text is None else {"content": text}
             else:
                 choice["text"] = text or ""
@@ -134,6 +187,7 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
         if index:
             jobs.append(engine.submit(ids, g, client=client_id(request)))
         want_logprobs = g.logprobs is not None
+        calls = parser() if parser is not None else None
         if chat:
             yield sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                             "logprobs": None, "finish_reason": None}]})
@@ -143,11 +197,22 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
                 yield "data: [DONE]\n\n"
                 return
             if isinstance(item, Done):
-                yield sse({**chunk(None, item.finish_reason), "timings": timings(item)})
+                reason = item.finish_reason
+                if calls is not None:
+                    rest = calls.finish()
+                    if rest:
+                        yield sse(chunk(None, events=rest))
+                    reason = finish_reason(calls, reason)
+                yield sse({**chunk(None, reason), "timings": timings(item)})
                 dones.append(item)
                 break
-            if item.text or want_logprobs:
-                yield sse(chunk(item.text, logprobs=_logprobs(engine, [item], chat) if want_logprobs else None))
+            lp = _logprobs(engine, [item], chat) if want_logprobs else None
+            if calls is not None:
+                events = calls.feed(item.token_id, item.text)
+                if events or want_logprobs:
+                    yield sse(chunk(None, logprobs=lp, events=events))
+            elif item.text or want_logprobs:
+                yield sse(chunk(item.text, logprobs=lp))
     if include_usage and dones:
         yield sse({**head, "choices": [], "usage": usage(*dones)})
     yield "data: [DONE]\n\n"

@@ -27,9 +27,8 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
-# JSON inside a call: whitespace as llama.cpp's json-schema-to-grammar allows it (one space, or a newline
-# and up to 20 spaces/tabs of indentation), so a small model cannot run away into whitespace.
-JSON_WHITESPACE = {"whitespace_pattern": r"(?:[ \t]?|\n[ \t]{0,20})"}
+from .constraint import JSON_WHITESPACE
+
 
 
 @dataclass(frozen=True)
@@ -39,12 +38,15 @@ class Function:
     description: str | None = None
     parameters: dict = field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool = False
+    source: dict | None = field(default=None, compare=False)   # the request's "function" object as sent
 
     def openai(self) -> dict:
-        """The tool as OpenAI's request shape, which is what Hugging Face chat templates read."""
-        fn = {"name": self.name, "parameters": self.parameters}
-        if self.description is not None:
-            fn["description"] = self.description
+        """The tool in OpenAI's request shape, which is what Hugging Face chat templates read (the
+        request's own object when there is one: templates write it out with its keys in their order)."""
+        fn = self.source
+        if fn is None:
+            fn = {"name": self.name, **({"description": self.description} if self.description is not None else {}),
+                  "parameters": self.parameters}
         return {"type": "function", "function": fn}
 
 
@@ -105,16 +107,58 @@ def new_call_id(fmt: CallFormat) -> str:
 
 # ---- grammar -----------------------------------------------------------------------------------------
 
-def _call_schema(fmt: CallFormat, fn: Function) -> dict:
-    props = {"name": {"const": fn.name}, fmt.args_key: fn.parameters}
+def _hoisted(fn: Function, defs: dict) -> dict:
+    """fn.parameters with its `$defs`/`definitions` moved into `defs` (the grammar's JSON document root,
+    where `#/$defs/...` references resolve once the parameters sit inside a call object)."""
+    prefix = f"#/$defs/{fn.name}."
+
+    def walk(node):
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if k == "$ref" and isinstance(v, str):
+                    for old in ("#/$defs/", "#/definitions/"):
+                        if v.startswith(old):
+                            v = prefix + v[len(old):]
+                    out[k] = v if v != "#" else f"#/$defs/{fn.name}"
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    params = walk(fn.parameters)
+    for key in ("$defs", "definitions"):
+        for name, schema in (params.pop(key, None) or {}).items():
+            defs[f"{fn.name}.{name}"] = schema
+    if isinstance(params, dict) and any(isinstance(v, str) and v == f"#/$defs/{fn.name}" for v in _refs(params)):
+        defs[fn.name] = params
+    return params
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref":
+                yield v
+            else:
+                yield from _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _refs(v)
+
+
+def _call_schema(fmt: CallFormat, fn: Function, defs: dict) -> dict:
+    props = {"name": {"const": fn.name}, fmt.args_key: _hoisted(fn, defs)}
     if fmt is MISTRAL:       # Mistral's own template writes the id after the arguments
         props["id"] = {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}
     return {"type": "object", "properties": props, "required": ["name", fmt.args_key],
             "additionalProperties": False}
 
 
-def _json(schema: dict) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_WHITESPACE})
+def _json(schema: dict, defs: dict | None = None) -> str:
+    return "%json " + json.dumps({**schema, **({"$defs": defs} if defs else {}), "x-guidance": JSON_WHITESPACE})
 
 
 def call_grammar(fmt: CallFormat, request: ToolRequest, open_token: int | None,
@@ -126,15 +170,17 @@ def call_grammar(fmt: CallFormat, request: ToolRequest, open_token: int | None,
     fns = request.callable()
     if not fns:
         return None if answer_schema is None else "start: " + _json(answer_schema) + "\n"
-    call = {"anyOf": [_call_schema(fmt, f) for f in fns]} if len(fns) > 1 else _call_schema(fmt, fns[0])
+    defs: dict = {}
+    calls = [_call_schema(fmt, f, defs) for f in fns]
+    call = {"anyOf": calls} if len(calls) > 1 else calls[0]
     opener = f"<[{open_token}]>" if open_token is not None else json.dumps(fmt.open)
     rules = {"WS": r"/[ \t\n]*/", "TEXT": "/(?s:.*)/"}
     if fmt.as_list:            # [TOOL_CALLS][{...}, {...}]
         rules["call_list"] = _json({"type": "array", "items": call, "minItems": 1,
-                                    **({} if request.parallel else {"maxItems": 1})})
+                                    **({} if request.parallel else {"maxItems": 1})}, defs)
         first, more = "call_list", ""
     else:                      # <tool_call>{...}</tool_call> (WS <tool_call>{...}</tool_call>)*
-        rules["call"] = _json(call)
+        rules["call"] = _json(call, defs)
         close = f" WS {json.dumps(fmt.close)}" if fmt.close else ""
         first = f"WS call{close}"
         more = f" (WS {opener} WS call{close})*" if request.parallel and not fmt.at_start_only else ""
@@ -329,6 +375,9 @@ class CallParser:
                 return ([self._emit(text)] if text else []), ""
             stripped = text.lstrip()
             if not stripped:
+                self._pending = text
+                return [], ""
+            if fmt.open.startswith(stripped) and stripped != fmt.open:   # maybe the marker, in pieces
                 self._pending = text
                 return [], ""
             self._started = True

@@ -15,6 +15,10 @@ on and off. Cases:
   kept below) with that GGUF's BOS/EOS, which is also what `--chat-template FILE` does.
 - `<model>-chatml`: our fallback for GGUFs without a template, rendered by llama.cpp's own C++ "chatml"
   template (`llama_chat_apply_template`, no Jinja involved).
+- `tool_cases`: templates that render tools (data/templates/*.jinja, as published with Qwen 2.5/3,
+  Hermes 2 Pro, Llama 3.1/3.2 and Mistral Nemo), rendered by `Jinja2ChatFormatter` with `tools` and
+  with conversations that hold tool calls and tool results (TOOL_CONVERSATIONS: the messages as
+  Hugging Face templates take them, arguments as objects). No token ids: these are not our GGUFs.
 
 Each prompt also records its token ids as llama.cpp makes them: llama-cpp-python's chat handler
 (special tokens parsed, no BOS added: the template writes it) for Jinja cases, and llama.cpp's
@@ -109,6 +113,64 @@ CONVERSATIONS = {
 }
 
 
+# Tool use, in the shapes Hugging Face templates read (what runtime/tool_prompt.py hands them). Ids are
+# 9 characters: Mistral's template refuses any other length.
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "get_time", "description": "Local time in a time zone",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}},
+]
+CALL = lambda i, name, args: {"id": i, "type": "function", "function": {"name": name, "arguments": args}}  # noqa: E731
+TOOL_CONVERSATIONS = {
+    "ask": [U("What is the weather in Paris?")],
+    "system_ask": [S("You are a weather bot."), U("Weather in Rome, in fahrenheit?")],
+    "call_and_result": [
+        U("What is the weather in Paris?"),
+        {"role": "assistant", "content": "", "tool_calls": [CALL("abc123XYZ", "get_weather", {"city": "Paris"})]},
+        {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "content": '{"temp": 18, "sky": "clear"}'},
+    ],
+    "two_calls": [
+        S("Be brief."), U("Weather in Paris and time in Tokyo?"),
+        {"role": "assistant", "content": "", "tool_calls": [
+            CALL("abc123XYZ", "get_weather", {"city": "Paris", "unit": "celsius"}),
+            CALL("def456UVW", "get_time", {"tz": "Asia/Tokyo"})]},
+        {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "content": "18 C"},
+        {"role": "tool", "tool_call_id": "def456UVW", "name": "get_time", "content": "21:04"},
+        A("It is 18 C in Paris and 21:04 in Tokyo."), U("Thanks!"),
+    ],
+}
+TOOL_TEMPLATES = {   # file in data/templates -> (bos_token, eos_token) of that model family
+    "Qwen-Qwen2.5-7B-Instruct": ("", "<|im_end|>"),
+    "Qwen-Qwen3-0.6B": ("", "<|im_end|>"),
+    "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use": ("<|begin_of_text|>", "<|im_end|>"),
+    "meta-llama-Llama-3.1-8B-Instruct": ("<|begin_of_text|>", "<|eot_id|>"),
+    "meta-llama-Llama-3.2-3B-Instruct": ("<|begin_of_text|>", "<|eot_id|>"),
+    "mistralai-Mistral-Nemo-Instruct-2407": ("<s>", "</s>"),
+}
+
+
+def tool_cases():
+    cases = {}
+    for name, (bos, eos) in TOOL_TEMPLATES.items():
+        with open(os.path.join(ROOT, "data", "templates", name + ".jinja"), encoding="utf-8") as f:
+            tmpl = f.read()
+        renders = []
+        for conv, messages in TOOL_CONVERSATIONS.items():
+            for tools in (TOOLS, None):
+                for agp in (True, False):
+                    r = render_jinja(tmpl, bos, eos, messages, agp, tools=tools)
+                    renders.append({"conversation": conv, "tools": tools is not None,
+                                    "add_generation_prompt": agp, **r})
+        cases[name] = {"template_file": f"data/templates/{name}.jinja", "bos_token": bos, "eos_token": eos,
+                       "renders": renders}
+    return cases
+
+
 def llama_cpp_vocab(path):
     """(Llama, template or None, bos text, eos text) as llama-cpp-python computes them in Llama.__init__."""
     import llama_cpp
@@ -126,12 +188,12 @@ def with_ids(llm, render, add_bos):
     return render
 
 
-def render_jinja(template, bos, eos, messages, add_generation_prompt):
+def render_jinja(template, bos, eos, messages, add_generation_prompt, tools=None):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                               add_generation_prompt=add_generation_prompt)
     try:
-        return {"prompt": fmt(messages=messages).prompt}
+        return {"prompt": fmt(messages=messages, tools=tools).prompt}
     except ValueError as e:   # raise_exception() in the template
         return {"error": str(e), "raised": True}
     except Exception as e:    # the template choked on the messages (e.g. str + list)
@@ -198,7 +260,8 @@ def main():
 
     import llama_cpp
     out = {"generator": "scripts/make_template_goldens.py", "llama_cpp_python": llama_cpp.__version__,
-           "fixed_now": FIXED_NOW, "conversations": CONVERSATIONS, "cases": cases}
+           "fixed_now": FIXED_NOW, "conversations": CONVERSATIONS, "cases": cases,
+           "tools": TOOLS, "tool_conversations": TOOL_CONVERSATIONS, "tool_cases": tool_cases()}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8", newline="\n") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)

@@ -1,0 +1,76 @@
+"""Requests with tools or an output format -> the prompt, the compiled constraint, and the reply's parser.
+
+    plan = plan_chat(model, template, messages, gen, tools, structure)    # any thread; APIError on bad input
+    engine.submit(plan.prompt_ids, plan.gen)                              # plan.gen carries the constraint
+    parser = plan.parser()                                                # None unless tool calls are parsed
+    gen = constrain(model, gen, structure)                                # raw completions: just the constraint
+
+Independent of the API family: the OpenAI handlers use it, and so can any other API that maps its tool
+use onto OpenAI-shaped messages and a ToolRequest. The pieces: runtime/tool_prompt.py (messages and
+`tools` for the template), runtime/tool_calls.py (formats, grammar, parser), runtime/constraint.py
+(llguidance).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .api_schema import APIError, GenOptions
+from .chat_template import ChatTemplate, ChatTemplateError, chat_prompt_ids
+from .constraint import ConstraintError, Spec, compile_spec, vocabulary
+from .special_tokens import Attr
+from .tool_calls import CallFormat, CallParser, ToolRequest, call_grammar
+from .tool_prompt import call_format, template_messages
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    prompt_ids: list[int]
+    gen: GenOptions                    # the request's options, with the constraint compiled in
+    fmt: CallFormat | None = None      # tool calls are parsed from the reply in this format
+    open_token: int | None = None      # the control token that opens calls in `fmt`, if it is one
+
+    def parser(self) -> CallParser | None:
+        return CallParser(self.fmt, self.open_token) if self.fmt is not None else None
+
+
+def plan_chat(model, template: ChatTemplate, messages: list[dict], gen: GenOptions,
+              tools: ToolRequest | None = None, structure: Spec | None = None) -> ChatPlan:
+    fmt = call_format(template)
+    try:
+        rendered, extra = template_messages(template, messages, tools, fmt)
+        ids = chat_prompt_ids(model, template, rendered, **extra)
+    except ChatTemplateError as e:
+        raise APIError(400, str(e), param="messages") from None
+    if tools is None or not tools.callable():
+        return ChatPlan(ids, constrain(model, gen, structure))
+    if structure is not None and structure.kind not in ("json_object", "json_schema"):
+        raise APIError(400, f"'{structure.param}' cannot be combined with 'tools': give a JSON schema in "
+                            "'response_format' for answers that are not tool calls", param=structure.param)
+    answer = None if structure is None else (structure.source if structure.kind == "json_schema"
+                                             else {"type": "object"})
+    open_token = _control_token(model.tokenizer, fmt.open)
+    grammar = call_grammar(fmt, tools, open_token, answer_schema=answer)
+    gen = dataclasses.replace(gen, constraint=_compile(model, Spec("lark", grammar, "tools")))
+    return ChatPlan(ids, gen, fmt, open_token)
+
+
+def constrain(model, gen: GenOptions, structure: Spec | None) -> GenOptions:
+    """`gen` with `structure` compiled into its constraint."""
+    if structure is None:
+        return gen
+    return dataclasses.replace(gen, constraint=_compile(model, structure))
+
+
+def _compile(model, spec: Spec):
+    try:
+        return compile_spec(spec, vocabulary(model.tokenizer, model.config.vocab_size))
+    except ConstraintError as e:
+        raise APIError(400, str(e), param=e.param) from None
+
+
+def _control_token(tokenizer, text: str) -> int | None:
+    tid = tokenizer.token_to_id.get(text)
+    if tid is not None and int(tokenizer.attrs[tid]) & int(Attr.CONTROL):
+        return tid
+    return None
