@@ -57,8 +57,17 @@ class Spec:
     param: str         # the request field it came from, for error messages
 
 
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError:    # a build without it (an architecture PyPI has no wheel for)
+        raise ConstraintError("structured output is not available: this build of chatfile lacks the "
+                              "llguidance package") from None
+    return llguidance
+
+
 def _limits():
-    import llguidance
+    llguidance = _llguidance()
     # llguidance's defaults, tightened where one request could otherwise hold the worker for long:
     # building the lexer (fuel ~50k/ms) and one token's mask (~14k/ms lexer fuel, ~20k/ms Earley items)
     return llguidance.LLParserLimits(
@@ -105,7 +114,7 @@ class _TokenizerView:
 
 
 def _build_vocabulary(tokenizer, n_vocab):
-    import llguidance
+    llguidance = _llguidance()
     view = _TokenizerView(tokenizer)
     eos = sorted(tokenizer.eog_ids) or [view.eos_token_id]
     # slices=[]: the default slices (a mask shortcut for free text) cost ~2 s more to build at 262k
@@ -118,11 +127,11 @@ def _build_vocabulary(tokenizer, n_vocab):
 
 def grammar_text(spec: Spec) -> str:
     """The llguidance grammar (its JSON form) for a Spec; ConstraintError for text that cannot be read."""
-    import llguidance
+    llguidance = _llguidance()
     if spec.kind == "json_object":
         return llguidance.LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_WHITESPACE)
     if spec.kind == "json_schema":
-        text = json.dumps(spec.source)
+        text = json.dumps(closed(spec.source))
         _check_size(text, spec.param)
         try:
             return llguidance.LLMatcher.grammar_from_json_schema(text, defaults=JSON_WHITESPACE)
@@ -142,6 +151,43 @@ def grammar_text(spec: Spec) -> str:
     raise ValueError(f"unknown constraint kind {spec.kind!r}")
 
 
+# keywords whose value is one subschema, a list of them, or a name -> subschema map
+_ONE = ("additionalProperties", "items", "not", "if", "then", "else", "contains", "propertyNames",
+        "additionalItems", "unevaluatedItems", "unevaluatedProperties")
+_LIST = ("anyOf", "oneOf", "allOf", "prefixItems")
+_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+INT_BOUND = 10**16 - 1    # llama.cpp's JSON grammar writes integers of at most 16 digits
+
+
+def closed(schema):
+    """The schema as llama.cpp's json-schema-to-grammar reads it (common/json-schema.cpp): an object that
+    lists `properties` and says nothing of `additionalProperties` is closed to other keys (a model asked
+    for {"city"} writes {"city"}, not {"city", "country", ...}), and an integer has at most 16 digits
+    (a small model cannot run away into "1000000..."). What is written still validates against the
+    original schema."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if out.get("type") == "integer":
+        out.setdefault("maximum", INT_BOUND)
+        out.setdefault("minimum", -INT_BOUND)
+    for key in _ONE:
+        if isinstance(out.get(key), (dict, list)):
+            out[key] = [closed(s) for s in out[key]] if isinstance(out[key], list) else closed(out[key])
+    for key in _LIST:
+        if isinstance(out.get(key), list):
+            out[key] = [closed(s) for s in out[key]]
+    for key in _MAP:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed(s) for name, s in out[key].items()}
+    if "properties" in out and not any(k in out for k in ("additionalProperties", "patternProperties",
+                                                            "unevaluatedProperties")):
+        out["additionalProperties"] = False
+    return out
+
+
 def _check_size(text: str, param: str) -> None:
     if len(text) > MAX_GRAMMAR_CHARS:
         raise ConstraintError(f"'{param}' is {len(text)} characters; the limit is {MAX_GRAMMAR_CHARS}", param)
@@ -153,7 +199,7 @@ def compile_spec(spec: Spec, vocab) -> "Constraint":
 
 def compile_grammar(grammar: str, vocab, param: str) -> "Constraint":
     """A grammar from grammar_text (or LLMatcher.grammar_from_*) checked and compiled against `vocab`."""
-    import llguidance
+    llguidance = _llguidance()
     limits = _limits()
     matcher = llguidance.LLMatcher(vocab, grammar, log_level=0, limits=limits)
     if matcher.is_error():

@@ -27,7 +27,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
-from .constraint import JSON_WHITESPACE
+from .constraint import JSON_WHITESPACE, closed
 
 
 
@@ -128,7 +128,7 @@ def _hoisted(fn: Function, defs: dict) -> dict:
             return [walk(v) for v in node]
         return node
 
-    params = walk(fn.parameters)
+    params = walk(closed(fn.parameters))
     for key in ("$defs", "definitions"):
         for name, schema in (params.pop(key, None) or {}).items():
             defs[f"{fn.name}.{name}"] = schema
@@ -169,7 +169,7 @@ def call_grammar(fmt: CallFormat, request: ToolRequest, open_token: int | None,
     `answer_schema`: response_format's schema for a reply that is not a call."""
     fns = request.callable()
     if not fns:
-        return None if answer_schema is None else "start: " + _json(answer_schema) + "\n"
+        return None if answer_schema is None else "start: " + _json(closed(answer_schema)) + "\n"
     defs: dict = {}
     calls = [_call_schema(fmt, f, defs) for f in fns]
     call = {"anyOf": calls} if len(calls) > 1 else calls[0]
@@ -187,11 +187,11 @@ def call_grammar(fmt: CallFormat, request: ToolRequest, open_token: int | None,
     if fmt.at_start_only:
         rules["calls"] = f"{opener}? {first}"
         # a reply that is not a call must not open with "{"
-        rules["answer"] = _json(answer_schema) if answer_schema else r"/[ \t\n]*([^{ \t\n](?s:.*))?/"
+        rules["answer"] = _json(closed(answer_schema)) if answer_schema else r"/[ \t\n]*([^{ \t\n](?s:.*))?/"
         rules["start"] = "WS calls" if request.choice != "auto" else "answer | WS calls"
     else:
         rules["calls"] = f"{opener} {first}{more}"
-        rules["answer"] = _json(answer_schema) if answer_schema else "TEXT"
+        rules["answer"] = _json(closed(answer_schema)) if answer_schema else "TEXT"
         if request.choice != "auto":
             rules["start"] = "WS calls"
         elif open_token is not None:
