@@ -83,7 +83,7 @@ BAD_FIELDS = [
     (chat(n=17), "'n' must be between 1 and 16"),
     (chat(logprobs=True, top_logprobs=500), "'top_logprobs'"),
     (chat(top_logprobs=2), "needs 'logprobs'"),
-    (chat(tools=[{"type": "function"}]), "unknown field"),
+    (chat(tools=[{"type": "function"}]), "tools[0]"),
     (chat(frobnicate=1), "unknown field: 'frobnicate'"),
     (chat(top_k=-1), "'top_k'"),
 ]
