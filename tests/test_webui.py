@@ -225,3 +225,43 @@ def test_model_output_cannot_act_as_the_page(page, profile):
     page.wait_for_selector(".message.assistant:nth-of-type(6) .stats")
     assert page.text_content(".message.assistant:nth-of-type(6) .stats").startswith("stopped")
     profile.csp_expected = True   # DOMPurify parsing the reply trips the CSP (inline style refused)
+
+
+def test_hostile_sizes_and_shapes_stay_bounded(page, tmp_path):
+    """Replies and imported files built to make rendering or importing quadratic or recursive: thousands
+    of unclosed `\\(` and `$`, thousands of formulas, a 5000-deep brace nest, a 60000-message chain and a
+    message with 20000 versions. Each renders or imports in bounded time and nothing is dropped."""
+    nasty = ("\\(a " * 40000 + "\n\n" + "$a " * 40000 + "\n\n" + " ".join(f"$x_{{{i}}}$" for i in range(1500))
+             + "\n\n$" + "{" * 5000 + "x" + "}" * 5000 + "$\n\n$$" + "\\sqrt{" * 300 + "x" + "}" * 300 + "$$\n")
+    chain = [{"id": "root", "type": "root", "role": "system", "content": "", "parent": None, "children": ["0"]}]
+    chain += [{"id": str(i), "type": "text", "role": ("user", "assistant")[i % 2], "content": f"turn {i}",
+               "parent": "root" if i == 0 else str(i - 1), "children": [str(i + 1)] if i < 59999 else []}
+              for i in range(60000)]
+    wide = [{"id": "r", "type": "root", "role": "system", "content": "", "parent": None, "children": ["q"]},
+            {"id": "q", "type": "text", "role": "user", "content": "Pick one.", "parent": "r", "children": []}]
+    wide += [{"id": f"v{i}", "type": "text", "role": "assistant", "content": f"version {i}", "parent": "q",
+              "children": [], "timestamp": 20000 - i} for i in range(20000)]
+    files = {"nasty": [{"conv": {"id": "nasty", "name": "Nasty", "currNode": "a"}, "messages": [
+                 {"id": "u", "type": "text", "role": "user", "content": "go", "parent": None, "children": ["a"]},
+                 {"id": "a", "type": "text", "role": "assistant", "content": nasty, "parent": "u", "children": []}]}],
+             "chain": {"conv": {"id": "chain", "name": "Chain", "currNode": "59999"}, "messages": chain},
+             "wide": {"conv": {"id": "wide", "name": "Wide", "currNode": "v0"}, "messages": wide}}
+    for name, data in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+        for attempt in range(2):                                 # the second time merges into the first
+            with page.expect_file_chooser() as chooser:
+                page.click("#import")
+            chooser.value.set_files(str(tmp_path / f"{name}.json"))
+            page.wait_for_function("() => { const s = document.querySelector('#status').textContent;"
+                                   " return s.startsWith('Import') && !s.startsWith('Importing'); }", timeout=60_000)
+            assert page.text_content("#status").endswith("1 merged with one already here" if attempt else "1 new")
+    sizes = dict(stored(page, "(r) => [r.conv.id, r.messages.length]"))   # counted in the page: 80k messages
+    assert sizes == {"nasty": 3, "chain": 60001, "wide": 20002}              # nasty gained a root
+    page.click("#conversations .title >> text=Wide")
+    assert page.text_content(".message.assistant .sibling-pos") == "20000/20000"    # oldest first
+    assert page.text_content(".message.assistant .body") == "version 0\n"
+    page.click("#conversations .title >> text=Nasty")
+    page.wait_for_selector(".message.assistant .katex", timeout=60_000)
+    assert page.locator(".message.assistant .katex").count() == 1000       # 1000 formulas, then source
+    text = page.text_content(".message.assistant .body")
+    assert "$x_{1499}$" in text and "$$\\sqrt{\\sqrt{" in text

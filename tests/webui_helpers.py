@@ -79,17 +79,18 @@ def set_setting(page, field: str, value: str) -> None:
     page.click("#settings-toggle")
 
 
-def stored(page) -> list[dict]:
-    """The conversations in the page's IndexedDB, as {conv, messages} records."""
+def stored(page, select: str = "(r) => r") -> list:
+    """The conversations in the page's IndexedDB ({conv, messages} records), each mapped in the page by
+    the JavaScript function `select` (to bring back less than a whole big record)."""
     return page.evaluate("""() => new Promise((resolve, reject) => {
         const open = indexedDB.open('chatfile');
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
             const req = open.result.transaction('conversations').objectStore('conversations').getAll();
-            req.onsuccess = () => { open.result.close(); resolve(req.result); };
+            req.onsuccess = () => { open.result.close(); resolve(req.result.map(SELECT)); };
             req.onerror = () => reject(req.error);
         };
-    })""")
+    })""".replace("SELECT", select))   # spliced in, not eval'd: the page's CSP forbids eval
 
 
 def visible_path(record: dict) -> list[dict]:

@@ -173,7 +173,7 @@ function thinkingElement(text) {
 function filesElement(extra) {
   const box = el("div", "files");
   for (const f of extra || []) {
-    if (f?.type !== "textFile") continue;
+    if (f?.type !== "textFile" || typeof f.content !== "string" || typeof f.name !== "string") continue;
     const d = el("details", "file");
     d.append(el("summary", "", `${f.name} · ${formatBytes(new Blob([f.content]).size)}`), el("pre", "", f.content));
     box.append(d);

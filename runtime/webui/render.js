@@ -52,7 +52,11 @@ purify.addHook("afterSanitizeAttributes", (node) => {
 // Inline `$…$` follows pandoc's rule, so prices stay text: the opening `$` is followed by a non-space,
 // the closing `$` is preceded by a non-space and not followed by a digit ("$5 and $10" has no closer);
 // the first `$` that cannot close, a blank line or a backtick ends the search.
-const INLINE_SCAN = 2000;   // chars a `$` looks ahead for its closer: keeps a page of prices linear
+// Every search is bounded, so no text (a page of prices, thousands of unclosed `\(`) costs more than
+// linear time: INLINE_SCAN chars for an inline closer, BLOCK_SCAN for a display block's, and the lexer's
+// "could math start here?" hint looks at most INLINE_SCAN chars ahead (or the rest of the paragraph).
+const INLINE_SCAN = 2000, BLOCK_SCAN = 8000;
+const MAX_FORMULAS = 1000;  // per message; beyond it formulas are shown as their source
 
 function dollarMath(src) {
   if (src[0] !== "$" || src[1] === "$" || !src[1] || /\s/.test(src[1])) return null;
@@ -78,20 +82,36 @@ const BLOCK_RULES = [
   /^ {0,3}\\\[((?:\\.|[^\\])+?)\\\][ \t]*(?:\n+|$)/,
 ];
 
+/** The first match of `rule` in at most `limit` chars of `src`, unless it only ends where the cut does. */
+function bounded(rule, src, limit) {
+  const head = src.length > limit ? src.slice(0, limit) : src;
+  const m = rule.exec(head);
+  return m && (head === src || m[0].length < head.length) && m[1].trim() ? m : null;
+}
+
 function mathExtensions(slots) {
   const token = (raw, tex, display) => ({ type: "math", raw, tex: tex.trim(), display });
   return [
     { name: "math", level: "block",
-      start(src) { const m = src.match(/^ {0,3}(?:\$\$|\\\[)/m); return m ? m.index : undefined; },
+      start(src) {                                 // within this paragraph only
+        const end = src.indexOf("\n\n");
+        const m = (end < 0 ? src : src.slice(0, end)).match(/^ {0,3}(?:\$\$|\\\[)/m);
+        return m ? m.index : undefined;
+      },
       tokenizer(src) {
-        for (const rule of BLOCK_RULES) { const m = rule.exec(src); if (m && m[1].trim()) return token(m[0], m[1], true); }
+        for (const rule of BLOCK_RULES) { const m = bounded(rule, src, BLOCK_SCAN); if (m) return token(m[0], m[1], true); }
         return undefined;
       },
       renderer: (t) => slots.add(t.tex, t.display) },
     { name: "inlineMath", level: "inline",
-      start(src) { const i = src.search(/\$|\\[([]/); return i < 0 ? undefined : i; },
+      start(src) {
+        const head = src.slice(0, INLINE_SCAN), i = head.search(/\$|\\[([]/);
+        if (i >= 0 || src.length <= INLINE_SCAN) return i < 0 ? undefined : i;
+        const space = head.lastIndexOf(" ");         // nothing near: let the text run stop at a space
+        return space > 0 ? space : undefined;
+      },
       tokenizer(src) {
-        for (const [rule, display] of INLINE_RULES) { const m = rule.exec(src); if (m && m[1].trim()) return token(m[0], m[1], display); }
+        for (const [rule, display] of INLINE_RULES) { const m = bounded(rule, src, INLINE_SCAN); if (m) return token(m[0], m[1], display); }
         const d = dollarMath(src);
         return d ? token(d.raw, d.tex, false) : undefined;
       },
@@ -105,11 +125,13 @@ class MathSlots {
   constructor() { this.items = []; this.prefix = null; }
   begin() { this.items = []; this.prefix = "m" + crypto.getRandomValues(new Uint32Array(2)).join("x") + "n"; }
   add(tex, display) {
+    if (this.items.length >= MAX_FORMULAS) return escapeHtml(display ? `$$${tex}$$` : `$${tex}$`);
     this.items.push({ tex, display });
     const tag = display ? "div" : "span";
     return `<${tag} class="${this.prefix}${this.items.length - 1}"></${tag}>`;
   }
 }
+const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const slots = new MathSlots();
 const md = new marked.Marked({ gfm: true, breaks: false });
 md.use({

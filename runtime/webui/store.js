@@ -205,6 +205,8 @@ function normalize(record, where) {
     if (msg.toolCalls !== undefined && typeof msg.toolCalls !== "string") delete msg.toolCalls;
     if (typeof callId === "string" && msg.toolCallId === undefined) msg.toolCallId = callId;
     if (msg.extra !== undefined) msg.extra = Array.isArray(msg.extra) ? msg.extra.filter(isObject) : [];
+    for (const k of ["stats", "error", "thinking", "toolCallId"]) if (msg[k] !== undefined && typeof msg[k] !== "string") delete msg[k];
+    if (msg.dropped !== undefined && !Number.isInteger(msg.dropped)) delete msg.dropped;
     byId.set(m.id, msg);
   });
   const given = new Map(messages.map((m) => [m.id, Array.isArray(m.children) ? m.children : []]));
@@ -237,15 +239,13 @@ function relink(convId, byId, given) {
   }
   for (const m of byId.values()) if (m !== root) byId.get(m.parent).children.push(m.id);
   for (const m of byId.values()) {                 // the file's sibling order, then any it left out by time
-    const order = given.get(m.id) || [];
-    m.children.sort((a, b) => rank(order, a, b) || byId.get(a).timestamp - byId.get(b).timestamp);
+    if (m.children.length < 2) continue;
+    const order = new Map((given.get(m.id) || []).map((id, i) => [id, i]));
+    const rank = (id) => order.get(id) ?? Infinity;
+    m.children.sort((a, b) => (rank(a) - rank(b)) || (byId.get(a).timestamp - byId.get(b).timestamp));
   }
   return [...byId.values()];
 }
-const rank = (order, a, b) => {
-  const i = order.indexOf(a), j = order.indexOf(b);
-  return (i < 0 ? Infinity : i) - (j < 0 ? Infinity : j) || 0;
-};
 
 function fromOpenAI(record, where) {
   const conv = Conversation.create(typeof record.title === "string" ? record.title : "");
@@ -277,21 +277,19 @@ export function mergeInto(existing, incoming) {
     if (m.type !== "root" && mine && (mine.role !== m.role || mine.content !== m.content ||
                                       mine.parent !== mapId(m.parent))) return false;
   }
-  const added = [];
-  const visit = (m) => {                           // parents first, so each new message finds its parent
-    for (const id of m.children) {
-      const child = incoming.byId.get(id);
-      if (!existing.byId.has(child.id)) {
-        const copy = { ...child, convId: existing.id, parent: mapId(child.parent), children: [] };
-        existing.byId.set(copy.id, copy);
-        existing.byId.get(copy.parent).children.push(copy.id);
-        added.push(copy);
-      }
-      visit(child);
+  let added = 0;
+  const todo = [...incoming.root.children];        // parents first, so each new message finds its parent
+  for (let i = 0; i < todo.length; i++) {
+    const child = incoming.byId.get(todo[i]);
+    if (!existing.byId.has(child.id)) {
+      const copy = { ...child, convId: existing.id, parent: mapId(child.parent), children: [] };
+      existing.byId.set(copy.id, copy);
+      existing.byId.get(copy.parent).children.push(copy.id);
+      added += 1;
     }
-  };
-  visit(incoming.root);
-  if (added.length) existing.conv.lastModified = Math.max(existing.conv.lastModified, incoming.conv.lastModified);
+    todo.push(...child.children);
+  }
+  if (added) existing.conv.lastModified = Math.max(existing.conv.lastModified, incoming.conv.lastModified);
   return true;
 }
 
