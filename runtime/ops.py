@@ -28,8 +28,8 @@ F16_MIN_NORMAL = 6.103515625e-05      # 2**-14; below it fp16 has a fixed step o
 F16_SUBNORMAL_STEP = 16777216.0       # 2**24
 
 # How the activation vector is rounded before a product with a weight of each type: ggml's
-# type_traits_cpu[type].vec_dot_type (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
-# K-quants; Q8_0 and Q8_1 hold the same values).
+# type_traits_cpu[type].vec_dot_type (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for
+# the K-quants and IQ4_XS; Q8_0 and Q8_1 hold the same values).
 ACT_F32, ACT_F16, ACT_BF16, ACT_Q8_0, ACT_Q8_K = range(5)
 ACT_KIND = {
     GGMLType.F32: ACT_F32, GGMLType.F16: ACT_F16, GGMLType.BF16: ACT_BF16,
@@ -37,6 +37,7 @@ ACT_KIND = {
     GGMLType.Q5_1: ACT_Q8_0, GGMLType.Q8_0: ACT_Q8_0,
     GGMLType.Q2_K: ACT_Q8_K, GGMLType.Q3_K: ACT_Q8_K, GGMLType.Q4_K: ACT_Q8_K,
     GGMLType.Q5_K: ACT_Q8_K, GGMLType.Q6_K: ACT_Q8_K,
+    GGMLType.IQ4_NL: ACT_Q8_0, GGMLType.IQ4_XS: ACT_Q8_K,
 }
 
 

@@ -109,7 +109,7 @@ def test_goldens_cover_what_the_issues_ask():
     assert sum(p["n_tokens"] > 512 for p in gemma["prompts"]) >= 2   # past the sliding window
     synthetic = {e["file"] for e in _golden("synthetic")["models"]}
     types = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}
     assert {f"llama-{t}.gguf" for t in types} <= synthetic
     assert "llama-untied-Q4_K.gguf" in synthetic and any(f.startswith("qwen2-") for f in synthetic)
     # every family chatfile runs has a synthetic model with its quirks (scripts/make_synthetic.py)

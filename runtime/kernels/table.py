@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..ggml import SUPPORTED_TYPES, GGMLType, type_name
-from . import floats, kquants, legacy
+from . import floats, iq4, kquants, legacy
 
 
 class UnsupportedType(ValueError):
@@ -55,6 +55,8 @@ KERNELS: dict[GGMLType, TypeKernels] = {
     GGMLType.Q4_K: TypeKernels(kquants.matvec_q4_k, kquants.matmul_q4_k, kquants.get_rows_q4_k, F16),
     GGMLType.Q5_K: TypeKernels(kquants.matvec_q5_k, kquants.matmul_q5_k, kquants.get_rows_q5_k, F16),
     GGMLType.Q6_K: TypeKernels(kquants.matvec_q6_k, kquants.matmul_q6_k, kquants.get_rows_q6_k, F16),
+    GGMLType.IQ4_NL: TypeKernels(iq4.matvec_iq4_nl, iq4.matmul_iq4_nl, iq4.get_rows_iq4_nl, F16),
+    GGMLType.IQ4_XS: TypeKernels(iq4.matvec_iq4_xs, iq4.matmul_iq4_xs, iq4.get_rows_iq4_xs, F16),
 }
 
 
