@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ops
+from . import kernels, ops
 
 F16_MIN_NORMAL = np.float32(6.103515625e-05)     # llama.cpp clamps the weight sum here
 
@@ -105,6 +105,9 @@ def ffn(session, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> N
     probs = buf.probs[:T]
     session._project(xn, buf.xq[:T], ((E.router, probs),))
     chosen, weights = route(probs, c.n_experts_used, c.expert_norm, c.expert_weights_scale)
+    if T == 1:
+        _decode(session, E, xn, out, buf, chosen[0], weights[0])
+        return
     outs = buf.outs[:T]
     for e in np.unique(chosen):
         rows, slots = np.nonzero(chosen == e)
@@ -118,6 +121,32 @@ def ffn(session, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> N
         out += outs[:, i]
     if E.shared is not None:
         down = buf.down[:T]
+        _expert(session, *E.shared, xn, down, buf)
+        out += down
+
+
+def _decode(session, E: Experts, xn, out, buf, chosen, weights) -> None:
+    # ffn for one position: x is rounded once for every chosen expert's gate and up (they share a
+    # type in any file llama.cpp writes), not once per expert; no gathering
+    ff = E.up[0].n_rows
+    g, u, hq, down = buf.gate[:1, :ff], buf.up[:1, :ff], buf.hq[:1, :ff], buf.down[:1]
+    kind = ops.ACT_KIND[E.up[0].type] if session.model.llama_rounding else ops.ACT_F32
+    xq = buf.xq[:1]
+    ops.round_activations(xq, xn, kind)
+    for slot, e in enumerate(chosen):
+        ws = [E.up[e]] if E.gate is None else [E.gate[e], E.up[e]]
+        if any(w.type != E.up[0].type for w in ws):            # mixed types: round per product
+            _expert(session, None if E.gate is None else E.gate[e], E.up[e], E.down[e], xn, down, buf)
+            ops.round_activations(xq, xn, kind)                 # _expert used xq as its scratch
+        else:
+            kernels.matvecs(ws, xq[0], [g[0]] if E.gate is None else [g[0], u[0]])
+            ops.swiglu(g, g, buf.ones[:1, :ff] if E.gate is None else u)
+            session._project(g, hq, ((E.down[e], down),))
+        if slot == 0:
+            np.multiply(down, weights[0], out=out)
+        else:
+            out += down * weights[slot]
+    if E.shared is not None:
         _expert(session, *E.shared, xn, down, buf)
         out += down
 
