@@ -226,10 +226,10 @@ def test_fused_matvecs_equal_single_matvecs(n_mats):
 
 def test_unsupported_type_is_named():
     w = random_tensor(GGMLType.Q8_0, 2, 32)
-    w = Tensor("blk.0.ffn_up.weight", GGMLType.IQ4_NL, w.shape, w.n_rows, w.data, 0)
-    with pytest.raises(kernels.UnsupportedType, match=r"blk\.0\.ffn_up\.weight.*IQ4_NL"):
+    w = Tensor("blk.0.ffn_up.weight", GGMLType.MXFP4, w.shape, w.n_rows, w.data, 0)
+    with pytest.raises(kernels.UnsupportedType, match=r"blk\.0\.ffn_up\.weight.*MXFP4"):
         kernels.matvec(w, np.zeros(32, np.float32), np.empty(2, np.float32))
-    with pytest.raises(kernels.UnsupportedType, match="IQ4_NL"):
+    with pytest.raises(kernels.UnsupportedType, match="MXFP4"):
         kernels.get_rows(w, np.zeros(1, np.int64), np.empty((1, 32), np.float32))
 
 
