@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fetch_models  # noqa: E402
 
 VOCAB_MODELS = {name: ROOT / "data" / "vocab" / f"{name}-vocab.gguf"
-                for name in ("llama3", "llama2", "qwen3", "phi4mini", "phi3", "mistral")}
+                for name in ("llama3", "llama2", "qwen3", "phi4mini", "phi3", "mistral", "tekken")}
 FLAGS = {"special+parse": (True, True), "special": (True, False),
          "parse": (False, True), "plain": (False, False)}
 ATTR_NORMAL = 1 << 2

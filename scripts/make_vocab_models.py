@@ -39,7 +39,11 @@ USER_DEFINED; ids the tokenizer lacks up to the model's vocab_size become `[PAD{
   writes them: <|endoftext|> 32000 (EOS), <|assistant|> 32001, <|placeholder1-6|>, <|system|> 32006,
   <|end|> 32007, <|user|> 32010, all CONTROL with score -1000, padded to 32,064; add_bos false;
   general.name "Phi-3 ..." so llama.cpp's Phi-3 strip rules apply; Phi-3.5's chat template.
-- mistral (mistral-common 1.13.1's `tokenizer.model.v3`, Mistral 7B v0.3's SentencePiece model,
+- tekken (mistral-common 1.13.1's `tekken_240911.json`, Mistral Nemo's tiktoken-style BPE, as
+  gguf-py's MistralVocab converts it): `gpt2` with pre `tekken`, 1,000 control tokens ([INST],
+  [TOOL_CALLS], <SPECIAL_20> ...) then 130,072 byte-level tokens, merges rebuilt from the ranks;
+  BOS <s>, EOS </s>, add_bos; Ministral 3's chat template.
+- mistral (mistral-common 1.13.1's `mistral_instruct_tokenizer_240323.model.v3`, Mistral 7B v0.3's SentencePiece model,
   read from its protobuf: 32,768 pieces with their scores and types, control tokens [INST],
   [/INST], [TOOL_CALLS] ...; BOS <s>, EOS </s>, add_bos; Mistral Nemo's chat template).
 """
@@ -274,13 +278,57 @@ def mistral_vocab(model: bytes) -> dict:
             "name": "Mistral 7B v0.3 vocabulary", "tensors": False}
 
 
-def fetch_mistral_model(workdir: Path) -> bytes:
-    """pip download mistral-common and read its tokenizer.model.v3 (Mistral 7B v0.3)."""
+# mistral-common's special tokens for tekken files that list none (tekken.py DEPRECATED_SPECIAL_TOKENS),
+# ranks 0..19; <SPECIAL_{i}> fills the rest up to the file's default_num_special_tokens
+TEKKEN_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                   "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                   "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                   "[TOOL_CONTENT]"]
+
+
+def tekken_vocab(data: dict) -> dict:
+    """A tekken.json as gguf-py's MistralVocab converts it: the special tokens (CONTROL) first, then the
+    tiktoken ranks as GPT-2 byte strings, and merges rebuilt from the ranks (every split of a token
+    into two ranked parts, ordered by the token's rank, then the parts' ranks)."""
+    import base64
+    from gguf.vocab import bytes_to_unicode
+    cfg = data["config"]
+    n_special = cfg["default_num_special_tokens"]
+    inner = cfg["default_vocab_size"] - n_special
+    specials = [t["token_str"] for t in data.get("special_tokens") or []] or list(TEKKEN_SPECIALS)
+    specials += [f"<SPECIAL_{i}>" for i in range(len(specials), n_special)]
+    by_rank = [base64.b64decode(v["token_bytes"]) for v in data["vocab"][:inner]]
+    ranks = {t: i for i, t in enumerate(by_rank)}
+    enc = bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(enc[c] for c in b)
+    pairs = []
+    for i in range(256, inner):
+        t = by_rank[i]
+        local = [(ranks[t[:j]], ranks[t[j:]], t[:j], t[j:]) for j in range(1, len(t))
+                 if t[:j] in ranks and t[j:] in ranks]
+        if not local:
+            raise ValueError(f"no merge makes tekken token {i}")
+        pairs += [(a, b) for _, _, a, b in sorted(local)]
+    tokens = specials + [text(t) for t in by_rank]
+    types = np.array([gguf.TokenType.CONTROL] * n_special + [gguf.TokenType.NORMAL] * inner, dtype=np.int32)
+    return {"model": "gpt2", "pre": "tekken", "tokens": tokens, "types": types,
+            "scores": np.zeros(len(tokens), dtype=np.float32),
+            "merges": [f"{text(a)} {text(b)}" for a, b in pairs],
+            "bos": specials.index("<s>"), "eos": specials.index("</s>"), "unk": specials.index("<unk>"),
+            "pad": specials.index("<pad>"), "add_bos": True,
+            "template": (TEMPLATES / "mistralai-Ministral-3-14B-Reasoning-2512.jinja").read_text(),
+            "name": "Mistral Nemo tekken vocabulary", "tensors": False}
+
+
+def fetch_mistral_common(workdir: Path, member: str) -> bytes:
+    """pip download mistral-common and read one of its data files."""
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", MISTRAL_COMMON, "-d", str(workdir)],
                    check=True)
     (wheel,) = workdir.glob("mistral_common-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        return z.read("mistral_common/data/mistral_instruct_tokenizer_240323.model.v3")
+        return z.read(f"mistral_common/data/{member}")
 
 
 def write(path: Path, v: dict, seed: int) -> None:
@@ -347,15 +395,17 @@ def write(path: Path, v: dict, seed: int) -> None:
 
 
 def main(argv=None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:]) or [*PACKAGES, "mistral"]
+    names = list(argv if argv is not None else sys.argv[1:]) or [*PACKAGES, "mistral", "tekken"]
     OUT.mkdir(parents=True, exist_ok=True)
     builders = {"llama3": llama3_vocab, "llama2": llama2_vocab, "qwen3": qwen3_vocab,
                 "phi4mini": phi4mini_vocab, "phi3": phi3_vocab}
     for name in names:
-        seed = [*PACKAGES, "mistral"].index(name)
+        seed = [*PACKAGES, "mistral", "tekken"].index(name)
         with tempfile.TemporaryDirectory() as tmp:
             if name == "mistral":
-                v = mistral_vocab(fetch_mistral_model(Path(tmp)))
+                v = mistral_vocab(fetch_mistral_common(Path(tmp), "mistral_instruct_tokenizer_240323.model.v3"))
+            elif name == "tekken":
+                v = tekken_vocab(json.loads(fetch_mistral_common(Path(tmp), "tekken_240911.json")))
             else:
                 v = builders[name](*fetch(PACKAGES[name], Path(tmp)))
         path = OUT / f"{name}-vocab.gguf"

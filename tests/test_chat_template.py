@@ -139,7 +139,7 @@ class VocabOnly:
 
 
 @pytest.mark.parametrize("name", ["llama3-vocab", "llama2-vocab", "qwen3-vocab", "phi4mini-vocab", "phi3-vocab",
-                                  "mistral-vocab"])
+                                  "mistral-vocab", "tekken-vocab"])
 def test_vocab_models_template_and_prompt_ids(name):
     from conftest import ROOT
     path = ROOT / "data" / "vocab" / f"{name}.gguf"
