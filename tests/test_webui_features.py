@@ -539,3 +539,27 @@ def test_dropped_messages_notice(open_profile):
     page.reload()
     page.click("#conversations .title")
     assert page.is_visible(".message.assistant .notice")
+
+
+def test_tool_calls_from_the_server(open_profile):
+    """A real tool call: custom parameters give the server a tool and require a call; the streamed call
+    is shown as its function and arguments, and kept with the conversation."""
+    page = open_profile().new_page()
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    set_setting(page, "custom-params", json.dumps({"tools": [tool], "tool_choice": "required",
+                                                   "parallel_tool_calls": False, "max_tokens": 60}))
+    body = sent_body(page, lambda: send(page, "What is the weather in Paris?"))
+    assert body["tools"] == [tool] and body["tool_choice"] == "required"
+    page.wait_for_selector(DONE, timeout=120_000)
+    assert page.text_content(".message.assistant .tool-name").startswith("Tool call: get_weather · call_")
+    calls = json.loads(visible_path(stored(page)[0])[1]["toolCalls"])
+    assert calls[0]["function"]["name"] == "get_weather" and "city" in json.loads(calls[0]["function"]["arguments"])
+    # a custom-parameters box that is not a JSON object is refused, and nothing of it is sent
+    set_setting(page, "custom-params", '{"stream": false}')
+    assert page.text_content("#status") == "custom parameters: stream cannot be set here"
+    set_setting(page, "custom-params", "[1, 2]")
+    assert page.get_attribute("#custom-params", "class") == "invalid"
+    body = sent_body(page, lambda: send(page, "Thanks."))
+    assert "tools" not in body and body["stream"] is True
+    page.wait_for_selector(".message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)

@@ -56,7 +56,18 @@ function button(text, cls, onclick, label) {
 // ---- settings: only what the user set is sent; the rest is the server's (GET /props) -----------------
 const SETTINGS = "chatfile.settings.v2";
 const SAMPLING = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
-const FIELD_IDS = { system: "systemPrompt", ...Object.fromEntries(SAMPLING.map((k) => [k, k])) };
+const FIELD_IDS = { system: "systemPrompt", custom: "customParams", ...Object.fromEntries(SAMPLING.map((k) => [k, k])) };
+const OWN_FIELDS = new Set(["messages", "stream", "stream_options"]);   // what custom parameters cannot replace
+
+/** The custom-parameters text as an object, or an error message. */
+function parseCustom(text) {
+  if (!text.trim()) return {};
+  let v;
+  try { v = JSON.parse(text); } catch (err) { return `custom parameters: not JSON (${err.message})`; }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return "custom parameters: expected a JSON object";
+  const own = Object.keys(v).filter((k) => OWN_FIELDS.has(k));
+  return own.length ? `custom parameters: ${own.join(", ")} cannot be set here` : v;
+}
 // Pages before this one stored every field, defaults included, so a value equal to its old default was
 // never the user's choice (and sending it overrode the server's own default: a bundle built with
 // --temp 0.2 got 0.8 from the browser).
@@ -106,6 +117,8 @@ function requestBody(conv, upTo) {
     const v = state.overrides[k];
     if (v !== undefined && v !== "" && Number.isFinite(Number(v))) body[k] = Number(v);
   }
+  const custom = parseCustom(state.overrides.custom || "");
+  if (typeof custom === "object") Object.assign(body, custom);
   return body;
 }
 
@@ -481,7 +494,15 @@ function init() {
   for (const [k, id] of Object.entries(FIELD_IDS)) {
     ui[id].addEventListener("change", () => {
       const v = ui[id].value;
-      if (v === "" || (k === "system" && !v.trim())) delete state.overrides[k]; else state.overrides[k] = v;
+      if (k === "custom") {
+        const custom = parseCustom(v);
+        ui[id].classList.toggle("invalid", typeof custom === "string");
+        if (typeof custom === "string") {            // kept in the box to fix, but nothing of it is sent
+          delete state.overrides.custom; saveOverrides(); setStatus(custom, true); return;
+        }
+        setStatus("");
+      }
+      if (v === "" || ((k === "system" || k === "custom") && !v.trim())) delete state.overrides[k]; else state.overrides[k] = v;
       saveOverrides();
     });
   }
