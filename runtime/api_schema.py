@@ -418,23 +418,29 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
-def _content(i: int, content) -> str:
-    """A message's content: a string, or OpenAI's array of {"type": "text", "text": ...} parts, joined
-    as llama.cpp joins them (common/chat.cpp): a "\n" before each part once some text is there, so
-    leading empty parts add nothing."""
-    name = f"messages[{i}].content"
+def text_parts(content, name: str, kinds: tuple[str, ...] = ("text",), sep: str = "\n") -> str:
+    """A string, or an array of {"type": kind, "text": ...} parts (kind one of `kinds`: OpenAI's "text",
+    the Responses API's "input_text", Anthropic's text blocks), joined as llama.cpp joins a message's text
+    parts (common/chat.cpp): `sep` before each part once some text is there, so leading empty parts add
+    nothing. Any other part (an image, a file, a tool block) is refused naming it: the model reads text."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise APIError(400, f"'{name}[{j}]' must be {{\"type\": \"text\", \"text\": string}}; "
-                                    "this model reads text only", param=name)
-            if texts or part["text"]:
-                texts.append(part["text"])
-        return "\n".join(texts)
-    raise _wrong(name, "a string or an array of text parts", content)
+    if not isinstance(content, list):
+        raise _wrong(name, "a string or an array of text parts", content)
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds or not isinstance(part.get("text"), str):
+            got = f" (got a {kind[:40]!r} part)" if isinstance(kind, str) and kind not in kinds else ""
+            raise APIError(400, f"'{name}[{j}]' must be {{\"type\": \"{kinds[0]}\", \"text\": string}}; "
+                                f"this model reads text only{got}", param=name)
+        if texts or part["text"]:
+            texts.append(part["text"])
+    return sep.join(texts)
+
+
+def _content(i: int, content) -> str:
+    return text_parts(content, f"messages[{i}].content")
 
 
 def messages_field(body: dict) -> list[dict]:

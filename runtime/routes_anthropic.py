@@ -63,29 +63,11 @@ class MessagesRequest:
 
 # ---- request -> chat -------------------------------------------------------------------------------
 
-def _text_blocks(value, name: str, sep: str) -> str:
-    """A string, or a list of {"type": "text", "text": ...} blocks joined by `sep`."""
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise APIError(400, f"'{name}' must be a string or an array of content blocks", param=name)
-    texts = []
-    for j, block in enumerate(value):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind != "text" or not isinstance(block.get("text"), str):
-            what = f"a {kind!r} block" if isinstance(kind, str) else "this block"
-            raise APIError(400, f"'{name}[{j}]': {what} is not supported; this model reads text blocks "
-                                "({\"type\": \"text\", \"text\": ...}) only"[:300], param=name)
-        if texts or block["text"] or sep == "":
-            texts.append(block["text"])
-    return sep.join(texts)
-
-
 def chat_messages(body: dict) -> list[dict]:
     """Anthropic's `system` + `messages` -> the OpenAI-shaped messages the chat template reads."""
     out = []
     if body.get("system") is not None:
-        out.append({"role": "system", "content": _text_blocks(body["system"], "system", "")})
+        out.append({"role": "system", "content": api_schema.text_parts(body["system"], "system", sep="")})
     messages = body.get("messages")
     if messages is None:
         raise APIError(400, "missing required field 'messages'", param="messages")
@@ -96,7 +78,7 @@ def chat_messages(body: dict) -> list[dict]:
             raise APIError(400, f"'messages[{i}].role' must be \"user\" or \"assistant\"", param=f"messages[{i}]")
         if "content" not in m:
             raise APIError(400, f"missing required field 'messages[{i}].content'", param=f"messages[{i}].content")
-        out.append({"role": m["role"], "content": _text_blocks(m["content"], f"messages[{i}].content", "\n")})
+        out.append({"role": m["role"], "content": api_schema.text_parts(m["content"], f"messages[{i}].content")})
     return out
 
 

@@ -52,23 +52,6 @@ class ResponsesRequest:
 
 # ---- request -> chat -------------------------------------------------------------------------------
 
-def _content(value, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise APIError(400, f"'{name}' must be a string or an array of input_text parts", param=name)
-    texts = []
-    for j, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("input_text", "output_text", "text") or not isinstance(part.get("text"), str):
-            what = f"a {kind!r} part" if isinstance(kind, str) else "this part"
-            raise APIError(400, f"'{name}[{j}]': {what} is not supported; this model reads text parts "
-                                "({\"type\": \"input_text\", \"text\": ...}) only"[:300], param=name)
-        if texts or part["text"]:
-            texts.append(part["text"])
-    return "\n".join(texts)
-
-
 def chat_messages(body: dict) -> list[dict]:
     out = []
     instructions = body.get("instructions")
@@ -94,7 +77,8 @@ def chat_messages(body: dict) -> list[dict]:
             raise APIError(400, f"'{name}.role' must be one of user, system, developer, assistant", param=name)
         if "content" not in item:
             raise APIError(400, f"missing required field '{name}.content'", param=name)
-        out.append({"role": _ROLES[role], "content": _content(item["content"], f"{name}.content")})
+        text = api_schema.text_parts(item["content"], f"{name}.content", kinds=("input_text", "output_text", "text"))
+        out.append({"role": _ROLES[role], "content": text})
     return out
 
 
