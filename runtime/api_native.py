@@ -8,8 +8,9 @@ llama.cpp's prompt forms, which `/v1/embeddings` shares:
     [12, "text", 56]            one prompt mixing ids and text (BOS only when it starts with text)
     ["a", [1, 2], {"prompt_string": "b"}]   several prompts
 
-Fields are checked as api_schema checks OpenAI's (the same sampling fields, limits and messages). llama.cpp
-fields for samplers chatfile does not have (mirostat, DRY, XTC, typical-p, dynamic temperature, ...)
+Fields are checked as api_schema checks OpenAI's (the same sampling fields, limits and messages), with
+llama.cpp's `logit_bias`, `grammar`, `json_schema` and `ignore_eos`. llama.cpp fields for samplers
+chatfile does not have (mirostat, DRY, XTC, typical-p, dynamic temperature, ...)
 are accepted at their "off" values and refused with a 400 naming the field otherwise, so a client never
 silently gets other sampling than it asked for; fields that change nothing here (n_keep, id_slot, the
 samplers' order, ...) are accepted and ignored. Unknown fields get a 400, as on the OpenAI endpoints.
@@ -19,10 +20,12 @@ Responses: `final()` and `partial()` build /completion's JSON (`content`, `token
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from . import api_schema, logprobs
 from .api_schema import APIError, GenOptions, Limits
+from .constraint import Spec
 
 MAX_PROMPTS = 16                # prompts per /completion request: each is a generation of its own
 MAX_N_PROBS = api_schema.MAX_TOP_LOGPROBS
@@ -33,9 +36,8 @@ INFILL_BATCH = 2048
 
 # sampler fields chatfile lacks -> the value that turns them off (anything else is refused)
 _OFF = {"typical_p": 1.0, "dynatemp_range": 0.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0,
-        "top_n_sigma": -1.0, "adaptive_target": -1.0, "n_indent": 0, "t_max_predict_ms": 0, "grammar": "",
-        "ignore_eos": False, "post_sampling_probs": False, "logit_bias": [], "lora": [], "n_cmpl": 1,
-        "return_progress": False, "penalize_nl": False}
+        "top_n_sigma": -1.0, "adaptive_target": -1.0, "n_indent": 0, "t_max_predict_ms": 0,
+        "post_sampling_probs": False, "lora": [], "n_cmpl": 1, "return_progress": False, "penalize_nl": False}
 # fields that change nothing in chatfile's output: tuning of the samplers above, slots, timings, ...
 _IGNORED = frozenset({"dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_base", "dry_allowed_length",
                       "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "adaptive_decay",
@@ -43,9 +45,10 @@ _IGNORED = frozenset({"dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_
                       "n_cache_reuse", "model", "backend_sampling", "sse_ping_interval", "verbose"})
 # sampling fields read as api_schema reads them on the OpenAI endpoints
 _SAMPLING = frozenset({"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
-                       "presence_penalty", "frequency_penalty", "seed", "stop", "cache_prompt"})
+                       "presence_penalty", "frequency_penalty", "seed", "stop", "cache_prompt", "logit_bias",
+                       "grammar", "json_schema"})
 _COMPLETION = _SAMPLING | _IGNORED | set(_OFF) | {
-    "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields"}
+    "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields", "ignore_eos"}
 _INFILL = (_COMPLETION - {"prompt"}) | {"prompt", "input_prefix", "input_suffix", "input_extra"}
 
 
@@ -56,6 +59,8 @@ class CompletionRequest:
     stream: bool = False
     return_tokens: bool = False
     response_fields: tuple[str, ...] = ()
+    structure: Spec | None = None   # `grammar` (GBNF) or `json_schema`, compiled by structured.constrain
+    ignore_eos: bool = False     # llama.cpp: end-of-generation tokens get a logit bias of -inf
 
 
 @dataclass(frozen=True)
@@ -151,12 +156,22 @@ def _options(body: dict, limits: Limits, known: frozenset, prompt_list: list[lis
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise APIError(400, "'response_fields' must be an array of strings", param="response_fields")
     sampling = {k: body[k] for k in _SAMPLING if k in body}
+    if sampling.get("grammar") == "":
+        del sampling["grammar"]                    # llama.cpp's "no grammar"
     gen = api_schema.gen_options(sampling, limits, n_probs if n_probs > 0 else None)
     return CompletionRequest(
         prompts=prompt_list, gen=replace(gen, max_tokens=_n_predict(body, limits)),
         stream=api_schema.flag(body, "stream", False),
         return_tokens=api_schema.flag(body, "return_tokens", False),
-        response_fields=tuple(fields))
+        response_fields=tuple(fields), structure=api_schema.structure_field(sampling),
+        ignore_eos=api_schema.flag(body, "ignore_eos", False))
+
+
+def with_ignore_eos(gen: GenOptions, tokenizer) -> GenOptions:
+    """ignore_eos as llama.cpp does it: every end-of-generation token biased by -inf."""
+    bias = dict(gen.logit_bias or {})
+    bias.update({t: -math.inf for t in tokenizer.eog_ids})
+    return replace(gen, logit_bias=bias)
 
 
 def completion_request(body: dict, limits: Limits) -> CompletionRequest:
@@ -233,9 +248,10 @@ def infill_prompt_ids(model, req: InfillRequest, n_ctx: int) -> list[int]:
 
 # ---- responses -------------------------------------------------------------------------------------
 
-def generation_settings(gen: GenOptions, n_ctx: int, stream: bool = False) -> dict:
+def generation_settings(req: CompletionRequest, n_ctx: int) -> dict:
     """llama-server's generation_settings (task_params::to_json): what the request ran with. Samplers
     chatfile lacks are reported at their "off" values."""
+    gen, stream = req.gen, req.stream
     p = gen.params
     return {
         "n_ctx": n_ctx, "seed": RANDOM_SEED if p.seed is None else p.seed,
@@ -248,9 +264,12 @@ def generation_settings(gen: GenOptions, n_ctx: int, stream: bool = False) -> di
         "dry_sequence_breakers": [], "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
         "adaptive_target": -1.0, "adaptive_decay": 0.9,
         "stop": list(gen.stop), "max_tokens": gen.max_tokens, "n_predict": gen.max_tokens,
-        "n_keep": 0, "n_discard": 0, "ignore_eos": False, "stream": stream,
-        "logit_bias": [{"token": t, "bias": b} for t, b in sorted((gen.logit_bias or {}).items())],
-        "n_probs": gen.logprobs or 0, "min_keep": 0, "grammar": "",
+        "n_keep": 0, "n_discard": 0, "ignore_eos": req.ignore_eos, "stream": stream,
+        # JSON has no -inf: a banned token's bias shows as the lowest float, as llama.cpp shows it
+        "logit_bias": [{"token": t, "bias": max(b, -3.4028234663852886e38)}
+                       for t, b in sorted((gen.logit_bias or {}).items())],
+        "n_probs": gen.logprobs or 0, "min_keep": 0,
+        "grammar": req.structure.source if req.structure is not None and req.structure.kind == "gbnf" else "",
         "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
         "timings_per_token": False, "post_sampling_probs": False, "lora": [],
     }

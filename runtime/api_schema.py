@@ -567,6 +567,7 @@ def detokenize_request(body: dict, limits: Limits) -> list[int]:
 
 gen_options = _gen_options     # (body, limits, logprobs) -> GenOptions from the sampling fields
 flag = _bool                   # (body, name, default) -> bool
+structure_field = _structure   # (body) -> Spec | None from response_format / json_schema / grammar
 
 
 def number(body: dict, name: str, lo, hi, default, integer: bool = False):

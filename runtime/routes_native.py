@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +31,7 @@ from .api_schema import APIError
 from .chat_template import ChatTemplateError
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
+from .structured import constrain
 
 # llama.cpp's LLAMA_DEFAULT_SEED: the seed /props reports when each request draws a fresh one
 RANDOM_SEED = 0xFFFFFFFF
@@ -108,6 +110,11 @@ async def _complete(request: Request, req: api_native.CompletionRequest, prompts
     for ids in prompts:
         if not ids:
             raise APIError(400, "'prompt' must not be empty", param="prompt")
+    model = state(request).engine.model
+    gen = await asyncio.to_thread(constrain, model, req.gen, req.structure)
+    if req.ignore_eos:
+        gen = api_native.with_ignore_eos(gen, model.tokenizer)
+    req = replace(req, gen=gen)
     if req.stream:
         jobs = [state(request).engine.submit(prompts[0], req.gen, client=client_id(request))]
         return JobStream(jobs, _stream(request, req, prompts, jobs))
@@ -153,7 +160,7 @@ def _final(request: Request, req: api_native.CompletionRequest, index: int, ids:
         index=index, content=content if whole else "",
         tokens=[p.token_id for p in pieces] if whole and req.return_tokens else [],
         model_name=st.engine.name, n_prompt=done.n_prompt, n_cached=done.n_cached, n_generated=done.n_generated,
-        settings=api_native.generation_settings(req.gen, st.engine.n_ctx, req.stream),
+        settings=api_native.generation_settings(req, st.engine.n_ctx),
         prompt=st.engine.model.detokenize(ids),
         stop=api_native.stop_type(tok, pieces, done.finish_reason, content, req.gen.stop),
         truncated=done.finish_reason == "length" and done.n_prompt + done.n_generated >= st.engine.n_ctx,

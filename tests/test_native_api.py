@@ -106,7 +106,7 @@ def test_fields(live_server):
     ok = post(live_server, "/completion", {"prompt": "Hi", "n_predict": 1, "mirostat": 0, "typical_p": 1.0,
                                            "dry_multiplier": 0, "n_keep": 4, "samplers": ["top_k"], "id_slot": -1})
     assert ok.status_code == 200
-    for field, value in (("mirostat", 2), ("typical_p", 0.5), ("grammar", "root ::= \"a\""), ("frobnicate", 1)):
+    for field, value in (("mirostat", 2), ("typical_p", 0.5), ("xtc_probability", 0.5), ("frobnicate", 1)):
         r = post(live_server, "/completion", {"prompt": "Hi", field: value})
         assert r.status_code == 400 and field in r.json()["error"]["message"]
     for body in ({}, {"prompt": ""}, {"prompt": [[]]}, {"prompt": [10**9]}, {"prompt": "x", "n_predict": "5"},
@@ -117,6 +117,26 @@ def test_fields(live_server):
     body = post(live_server, "/completion", {"prompt": "Hi", "n_predict": 2,
                                              "response_fields": ["content", "generation_settings/n_predict"]}).json()
     assert set(body) == {"content", "n_predict"} and body["n_predict"] == 2
+
+
+def test_grammar_json_schema_logit_bias_ignore_eos(live_server, smollm2_model):
+    body = post(live_server, "/completion", {"prompt": "My favourite colour is", "n_predict": 8,
+                                             "grammar": 'root ::= " red" | " blue"', **GREEDY}).json()
+    assert body["content"] in (" red", " blue") and body["generation_settings"]["grammar"]
+    body = post(live_server, "/completion", {"prompt": "A person:", "n_predict": 64, **GREEDY, "json_schema": {
+        "type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}}).json()
+    assert isinstance(json.loads(body["content"])["age"], int)
+    # logit_bias in llama.cpp's form: [[id, false]] bans a token
+    first = post(live_server, "/completion", {"prompt": PROMPT, "n_predict": 1, "return_tokens": True,
+                                              **GREEDY}).json()["tokens"][0]
+    banned = post(live_server, "/completion", {"prompt": PROMPT, "n_predict": 1, "return_tokens": True,
+                                               "logit_bias": [[first, False]], **GREEDY}).json()
+    assert banned["tokens"][0] != first
+    # ignore_eos: a reply that ends by itself goes on to n_predict
+    chat = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n"
+    body = post(live_server, "/completion", {"prompt": chat, "n_predict": 40, "ignore_eos": True, **GREEDY}).json()
+    assert body["stop_type"] == "limit" and body["tokens_predicted"] == 40
+    assert body["generation_settings"]["ignore_eos"] is True
 
 
 def test_tokenize_with_pieces(live_server, smollm2_model):
