@@ -76,12 +76,12 @@ def test_stream_event_sequence_on_the_wire(live_server):
     names = [line[7:] for line in lines if line.startswith("event: ")]
     data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     assert [d["type"] for d in data] == names                    # every event names its data's type
-    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
     assert set(names[3:-3]) == {"content_block_delta"} and len(names[3:-3]) >= 1
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     start = data[0]["message"]
     assert start["content"] == [] and start["stop_reason"] is None and start["usage"]["input_tokens"] > 0
-    assert data[1]["content_block"] == {"type": "text", "text": ""} and data[1]["index"] == 0
+    assert data[2]["content_block"] == {"type": "text", "text": ""} and data[2]["index"] == 0
     assert all(d["delta"]["type"] == "text_delta" for d in data[3:-3])
     assert data[-2]["delta"]["stop_reason"] == "max_tokens" and data[-2]["usage"]["output_tokens"] == 5
 
@@ -100,7 +100,9 @@ def test_count_tokens(client, live_server):
     ({"max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "role"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}, "image"),
-    ({"max_tokens": 5, "messages": HELLO, "tools": [{"name": "t", "input_schema": {}}]}, "tools"),
+    ({"max_tokens": 5, "messages": HELLO, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+     "server tools"),
+    ({"max_tokens": 5, "messages": HELLO, "tool_choice": {"type": "sometimes"}}, "tool_choice"),
     ({"max_tokens": 5, "messages": HELLO, "stop_sequences": "x"}, "stop_sequences"),
     ({"max_tokens": 5, "messages": HELLO, "temperature": "hot"}, "temperature"),
     ({"max_tokens": 5, "messages": HELLO, "frobnicate": 1}, "frobnicate"),
@@ -116,3 +118,52 @@ def test_refusals_in_anthropic_shape(live_server, body, words):
 def test_client_raises_on_refusal(client):
     with pytest.raises(anthropic.BadRequestError, match="non-empty"):
         client.messages.create(model="m", max_tokens=5, messages=[])
+
+
+# ---- tool use: Anthropic's tools and blocks over the server's tool calling ---------------------------
+
+WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
+           "input_schema": {"type": "object", "additionalProperties": False, "required": ["city"],
+                            "properties": {"city": {"type": "string", "maxLength": 30}}}}
+ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def test_tool_use_round_trip(client, live_server):
+    r = client.messages.create(model="m", max_tokens=80, messages=ASK, tools=[WEATHER],
+                               tool_choice={"type": "any", "disable_parallel_tool_use": True}, **GREEDY)
+    assert r.stop_reason == "tool_use"
+    uses = [b for b in r.content if b.type == "tool_use"]
+    assert len(uses) == 1 and uses[0].name == "get_weather" and isinstance(uses[0].input["city"], str)
+    # the same request through the OpenAI API makes the same call
+    o = httpx.post(live_server.url + "/v1/chat/completions", timeout=300, json={
+        "messages": ASK, "max_tokens": 80, "temperature": 0, "cache_prompt": False, "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "tools": [{"type": "function", "function": {"name": WEATHER["name"], "description": WEATHER["description"],
+                                                    "parameters": WEATHER["input_schema"]}}]}).json()
+    call = o["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == uses[0].input
+    # the result goes back as a tool_result block; the answer is text that ends the turn
+    follow = [*ASK, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]},
+              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id,
+                                            "content": [{"type": "text", "text": "Sunny, 24 degrees"}]}]}]
+    answer = client.messages.create(model="m", max_tokens=60, messages=follow, tools=[WEATHER], **GREEDY)
+    assert answer.content[0].type == "text" and answer.content[0].text
+    n = client.messages.count_tokens(model="m", messages=follow, tools=[WEATHER]).input_tokens
+    assert n > client.messages.count_tokens(model="m", messages=ASK).input_tokens
+
+
+def test_tool_use_streamed(client):
+    whole = client.messages.create(model="m", max_tokens=80, messages=ASK, tools=[WEATHER],
+                                   tool_choice={"type": "tool", "name": "get_weather",
+                                                "disable_parallel_tool_use": True}, **GREEDY)
+    with client.messages.stream(model="m", max_tokens=80, messages=ASK, tools=[WEATHER],
+                                tool_choice={"type": "tool", "name": "get_weather",
+                                                "disable_parallel_tool_use": True}, **GREEDY) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [b.model_dump(exclude={"id"}) for b in final.content] == \
+        [b.model_dump(exclude={"id"}) for b in whole.content]                  # call ids are fresh each time
+    starts = [e for e in events if e.type == "content_block_start"]
+    assert [e.index for e in starts] == list(range(len(final.content)))
+    assert any(e.type == "content_block_delta" and e.delta.type == "input_json_delta" for e in events)
