@@ -5,13 +5,15 @@
 // through render.js, the only place where a reply becomes markup. Modules:
 //   app.js      start-up, the conversation view, sending and streaming, settings, shortcuts
 //   sidebar.js  the conversation list: search, open, delete, export, import
-//   store.js    the conversation tree, storage, export/import shapes     files.js  text attachments
-//   render.js   Markdown + math -> sanitized DOM                          api.js    HTTP
+//   store.js    the conversation tree, storage, export/import shapes     files.js    text attachments
+//   render.js   Markdown + math -> sanitized DOM                          api.js      HTTP
+//   request.js  settings and what a request carries
 "use strict";
 
 import { getJSON, streamChat, apiKey, Unauthorized } from "./api.js";
-import { readTextFile, withFiles, formatBytes, FileRefused } from "./files.js";
+import { readTextFile, formatBytes, FileRefused } from "./files.js";
 import { renderMarkdown, copyText } from "./render.js";
+import { FIELD_IDS, SAMPLING, SETTINGS, loadOverrides, parseCustom, requestBody, serverDefaults, toolCalls } from "./request.js";
 import { Sidebar } from "./sidebar.js";
 import { Conversation, openStore, titleFrom } from "./store.js";
 
@@ -54,43 +56,6 @@ function button(text, cls, onclick, label) {
 }
 
 // ---- settings: only what the user set is sent; the rest is the server's (GET /props) -----------------
-const SETTINGS = "chatfile.settings.v2";
-const SAMPLING = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
-const FIELD_IDS = { system: "systemPrompt", custom: "customParams", ...Object.fromEntries(SAMPLING.map((k) => [k, k])) };
-const OWN_FIELDS = new Set(["messages", "stream", "stream_options"]);   // what custom parameters cannot replace
-
-/** The custom-parameters text as an object, or an error message. */
-function parseCustom(text) {
-  if (!text.trim()) return {};
-  let v;
-  try { v = JSON.parse(text); } catch (err) { return `custom parameters: not JSON (${err.message})`; }
-  if (v === null || typeof v !== "object" || Array.isArray(v)) return "custom parameters: expected a JSON object";
-  const own = Object.keys(v).filter((k) => OWN_FIELDS.has(k));
-  return own.length ? `custom parameters: ${own.join(", ")} cannot be set here` : v;
-}
-// Pages before this one stored every field, defaults included, so a value equal to its old default was
-// never the user's choice (and sending it overrode the server's own default: a bundle built with
-// --temp 0.2 got 0.8 from the browser).
-const OLD_DEFAULTS = { temperature: 0.8, top_p: 0.95, top_k: 40, min_p: 0.05, repeat_penalty: 1.0 };
-const RANDOM_SEED = 0xFFFFFFFF;   // llama.cpp's "draw a seed per request"
-
-function loadOverrides() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(SETTINGS));
-    if (saved && typeof saved === "object") return saved;
-  } catch { /* unreadable: start over */ }
-  let old = {};
-  try { old = JSON.parse(localStorage.getItem("chatfile.settings")) || {}; } catch { /* nothing to keep */ }
-  const kept = {};
-  if (typeof old.system === "string" && old.system.trim()) kept.system = old.system;
-  for (const k of SAMPLING) {
-    const v = old[k];
-    if (v !== undefined && v !== null && v !== "" && Number(v) !== OLD_DEFAULTS[k]) kept[k] = String(v);
-  }
-  localStorage.setItem(SETTINGS, JSON.stringify(kept));
-  localStorage.removeItem("chatfile.settings");
-  return kept;
-}
 function saveOverrides() { localStorage.setItem(SETTINGS, JSON.stringify(state.overrides)); }
 
 function renderSettings() {
@@ -98,42 +63,10 @@ function renderSettings() {
 }
 
 function showServerDefaults(props) {
-  const p = props?.default_generation_settings?.params || {};
-  const text = {
-    max_tokens: () => { const n = p.n_predict ?? p.max_tokens; return n == null || n < 0 ? "no limit" : String(n); },
-    seed: () => (p.seed == null || p.seed < 0 || p.seed === RANDOM_SEED ? "random" : String(p.seed)),
-  };
-  for (const k of SAMPLING) ui[k].placeholder = text[k] ? text[k]() : (p[k] == null ? "server default" : String(p[k]));
+  const shown = serverDefaults(props);
+  for (const k of SAMPLING) ui[k].placeholder = shown[k];
   const nCtx = props?.default_generation_settings?.n_ctx;
   if (nCtx) ui.modelName.title = `context: ${nCtx} tokens`;
-}
-
-function requestBody(conv, upTo) {
-  const messages = [];
-  if (state.overrides.system?.trim()) messages.push({ role: "system", content: state.overrides.system });
-  for (const m of conv.path(upTo)) messages.push(apiMessage(m));
-  const body = { messages, stream: true, stream_options: { include_usage: true } };
-  for (const k of SAMPLING) {
-    const v = state.overrides[k];
-    if (v !== undefined && v !== "" && Number.isFinite(Number(v))) body[k] = Number(v);
-  }
-  const custom = parseCustom(state.overrides.custom || "");
-  if (typeof custom === "object") Object.assign(body, custom);
-  return body;
-}
-
-function toolCalls(m) {
-  if (!m.toolCalls) return [];
-  try { const calls = JSON.parse(m.toolCalls); return Array.isArray(calls) ? calls : []; } catch { return []; }
-}
-
-function apiMessage(m) {
-  if (m.role === "user") return { role: "user", content: withFiles(m.content, m.extra) };
-  if (m.role === "tool") return { role: "tool", tool_call_id: m.toolCallId ?? "", content: m.content };
-  const out = { role: m.role, content: m.content };
-  const calls = toolCalls(m);
-  if (calls.length) out.tool_calls = calls;
-  return out;
 }
 
 // ---- the conversation view ----------------------------------------------------------------------------
@@ -287,7 +220,7 @@ function send(text) {
 }
 
 async function complete(conv, parentId) {
-  const request = requestBody(conv, parentId);        // the visible path up to the reply's parent
+  const request = requestBody(conv, parentId, state.overrides);   // the visible path up to the reply's parent
   const reply = conv.add(parentId, { role: "assistant", content: "" });
   persist(conv); renderAll();
   const box = ui.messages.lastElementChild;
