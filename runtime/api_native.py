@@ -89,7 +89,7 @@ def _parts(value: list, name: str, vocab_size: int) -> list:
     return list(value)
 
 
-def _one_prompt(p, name: str, vocab_size: int) -> list:
+def _one_prompt(p, name: str, vocab_size: int, content_objects: bool = False) -> list:
     if isinstance(p, str):
         return [p]
     if isinstance(p, list):
@@ -98,19 +98,24 @@ def _one_prompt(p, name: str, vocab_size: int) -> list:
         if p.get("multimodal_data"):
             raise APIError(400, f"'{name}.multimodal_data': this model reads text only", param=name)
         return _one_prompt(p["prompt_string"], f"{name}.prompt_string", vocab_size)
+    if content_objects and isinstance(p, dict) and isinstance(p.get("content"), list):
+        # embeddings' OpenAI-style {"content": [parts]}: text parts taken as they are, one after another
+        return [api_schema.text_parts(p["content"], f"{name}.content", sep="")]
     raise APIError(400, f"'{name}' must be a string, an array of token ids and strings, or "
                         "{\"prompt_string\": ...}", param=name)
 
 
-def prompts(value, name: str, vocab_size: int, limit: int = MAX_PROMPTS) -> list[list]:
-    """llama.cpp's prompt shapes (tokenize_input_prompts) -> one list of parts per prompt."""
+def prompts(value, name: str, vocab_size: int, limit: int = MAX_PROMPTS, content_objects: bool = False) -> list[list]:
+    """llama.cpp's prompt shapes (tokenize_input_prompts) -> one list of parts per prompt. A prompt of
+    empty text is let through: it is BOS alone for a model that adds one, and refused once tokenized
+    to nothing. content_objects: also {"content": [text parts]} (the embeddings endpoints)."""
     if isinstance(value, list) and value and not any(_is_id(x) for x in value):
         if len(value) > limit:
             raise APIError(400, f"'{name}' holds {len(value)} prompts; at most {limit} are allowed", param=name)
-        out = [_one_prompt(p, f"{name}[{i}]", vocab_size) for i, p in enumerate(value)]
+        out = [_one_prompt(p, f"{name}[{i}]", vocab_size, content_objects) for i, p in enumerate(value)]
     else:
-        out = [_one_prompt(value, name, vocab_size)]
-    if not out or any(not p or p == [""] for p in out):
+        out = [_one_prompt(value, name, vocab_size, content_objects)]
+    if not out or any(not p for p in out):
         raise APIError(400, f"'{name}' must not be empty", param=name)
     return out
 
@@ -165,6 +170,27 @@ def _options(body: dict, limits: Limits, known: frozenset, prompt_list: list[lis
         return_tokens=api_schema.flag(body, "return_tokens", False),
         response_fields=tuple(fields), structure=api_schema.structure_field(sampling),
         ignore_eos=api_schema.flag(body, "ignore_eos", False))
+
+
+def text_logit_bias(body: dict, tokenize) -> dict:
+    """llama.cpp's logit_bias may name text instead of a token id ([[" hello", -1]] or {" hello": -1}):
+    every token of the text gets the bias. -> the body with such entries turned into token ids."""
+    value = body.get("logit_bias")
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list) and all(isinstance(e, list) and len(e) == 2 for e in value):
+        items = [tuple(e) for e in value]
+    else:
+        return body
+    if not any(isinstance(k, str) and not k.strip().lstrip("-").isdigit() for k, _ in items):
+        return body
+    out = []
+    for key, bias in items:
+        if isinstance(key, str) and not key.strip().lstrip("-").isdigit():
+            out += [[t, bias] for t in tokenize(key)]
+        else:
+            out.append([key, bias])
+    return {**body, "logit_bias": out}
 
 
 def with_ignore_eos(gen: GenOptions, tokenizer) -> GenOptions:
@@ -316,7 +342,8 @@ def final(*, index: int, content: str, tokens: list[int], model_name: str, n_pro
 
 
 def select_fields(obj: dict, fields) -> dict:
-    """llama.cpp's response_fields: keep only these; "a/b" takes obj["a"]["b"] and names it "b"."""
+    """llama.cpp's response_fields (json_get_nested_values): keep only these; "a/b" takes obj["a"]["b"],
+    under the key "a/b"."""
     out = {}
     for path in fields:
         value, found = obj, True
@@ -327,7 +354,7 @@ def select_fields(obj: dict, fields) -> dict:
                 found = False
                 break
         if found:
-            out[path.rsplit("/", 1)[-1]] = value
+            out[path] = value
     return out
 
 

@@ -105,7 +105,8 @@ def request(body: dict, limits: Limits, dim: int, native: bool = False) -> Embed
     if body.get("dimensions") not in (None, dim):
         raise APIError(400, f"'dimensions' must be {dim}, this model's embedding size "
                             "(vectors are not shortened)", param="dimensions")
-    return EmbeddingRequest(inputs=api_native.prompts(body[name], name, limits.vocab_size, limit=MAX_INPUTS),
+    return EmbeddingRequest(inputs=api_native.prompts(body[name], name, limits.vocab_size, limit=MAX_INPUTS,
+                                                      content_objects=True),
                             norm=api_schema.number(body, "embd_normalize", -1, 64, 2, integer=True),
                             base64=fmt == "base64")
 

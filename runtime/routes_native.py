@@ -92,8 +92,10 @@ async def props(request: Request) -> Response:
 
 async def completion(request: Request) -> Response:
     st = state(request)
-    req = api_native.completion_request(await json_body(request), st.limits)
     model = st.engine.model
+    body = api_native.text_logit_bias(await json_body(request),
+                                      lambda text: model.tokenize(text, add_special=False, parse_special=False))
+    req = api_native.completion_request(body, st.limits)
     ids = [await asyncio.to_thread(api_native.tokenize_mixed, model, parts, True, True) for parts in req.prompts]
     return await _complete(request, req, ids)
 

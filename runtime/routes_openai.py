@@ -79,6 +79,15 @@ async def completions(request: Request) -> Response:
     return await respond(request, ids, gen, req.stream, req.include_usage, chat=False, n=req.n)
 
 
+async def chat_input_tokens(request: Request) -> Response:
+    """llama-server's token count of a chat request (the shape of OpenAI's responses input_tokens)."""
+    st = state(request)
+    req = api_schema.chat_request(await json_body(request), st.limits)
+    plan = await asyncio.to_thread(plan_chat, st.engine.model, st.engine.template, req.messages, req.gen,
+                                   req.tools, req.structure)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": len(plan.prompt_ids)})
+
+
 # ---- generation -> OpenAI objects ------------------------------------------------------------------
 
 def choice_options(gen: GenOptions, n: int) -> list[GenOptions]:
@@ -243,4 +252,6 @@ ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", create_embeddings, methods=["POST"]),
+    Route("/v1/chat/completions/input_tokens", chat_input_tokens, methods=["POST"]),
+    Route("/chat/completions/input_tokens", chat_input_tokens, methods=["POST"]),
 ]

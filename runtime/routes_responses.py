@@ -1,4 +1,5 @@
-"""A minimal OpenAI Responses API: POST /v1/responses (and llama-server's /responses), text in, text out.
+"""A minimal OpenAI Responses API: POST /v1/responses (and llama-server's /responses), text in, text out;
+POST /v1/responses/input_tokens counts the prompt a request would run.
 
     input         a string, or a list of messages {"role", "content"} whose content is a string or
                   input_text / output_text parts (joined with "\\n", like chat text parts)
@@ -198,7 +199,17 @@ async def _stream(request: Request, job, req: ResponsesRequest, resp_id: str, ms
             yield _sse(seq, "response.output_text.delta", {**where, "delta": item.text, "logprobs": []})
 
 
+async def input_tokens(request: Request) -> Response:
+    """OpenAI's responses.input_tokens.count: the prompt the same request would run."""
+    st = state(request)
+    req = responses_request(await json_body(request), st.limits)
+    ids = await asyncio.to_thread(st.engine.chat_prompt_ids, req.messages)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": len(ids)})
+
+
 ROUTES = [
     Route("/v1/responses", create_response, methods=["POST"]),
     Route("/responses", create_response, methods=["POST"]),
+    Route("/v1/responses/input_tokens", input_tokens, methods=["POST"]),
+    Route("/responses/input_tokens", input_tokens, methods=["POST"]),
 ]

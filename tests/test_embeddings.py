@@ -120,7 +120,12 @@ def test_native_embeddings_shape(server, models):
     assert all(len(x["embedding"]) == 1 and len(x["embedding"][0]) == models["smollm2"].config.dim for x in r)
     raw = httpx.post(server.url + "/embedding", json={"input": "hello", "embd_normalize": -1}, timeout=300).json()
     assert np.linalg.norm(raw[0]["embedding"][0]) > 1.5                      # not normalized when asked so
-    for bad in ({}, {"input": ""}, {"input": [[]]}, {"input": "x", "encoding_format": "hex"},
+    # llama.cpp's object entries: text parts taken one after another
+    objs = httpx.post(server.url + "/v1/embeddings", timeout=300, json={"input": [
+        "hello world", {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]}).json()
+    assert objs["data"][0]["embedding"] == objs["data"][1]["embedding"]
+    for bad in ({}, {"input": ""}, {"input": [[]]}, {"input": {"content": "x"}},
+                {"input": {"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}}, {"input": "x", "encoding_format": "hex"},
                 {"input": "x", "dimensions": 3}, {"input": [10**9]}, {"input": "x", "embd_normalize": "2"}):
         assert httpx.post(server.url + "/v1/embeddings", json=bad, timeout=60).status_code == 400
 

@@ -109,14 +109,15 @@ def test_fields(live_server):
     for field, value in (("mirostat", 2), ("typical_p", 0.5), ("xtc_probability", 0.5), ("frobnicate", 1)):
         r = post(live_server, "/completion", {"prompt": "Hi", field: value})
         assert r.status_code == 400 and field in r.json()["error"]["message"]
-    for body in ({}, {"prompt": ""}, {"prompt": [[]]}, {"prompt": [10**9]}, {"prompt": "x", "n_predict": "5"},
+    for body in ({}, {"prompt": ""}, {"prompt": []}, {"prompt": [[]]}, {"prompt": [10**9]},
+                 {"prompt": "x", "n_predict": "5"},
                  {"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}):
         r = post(live_server, "/completion", body)
         assert r.status_code == 400 and r.json()["error"]["message"]
-    # response_fields keeps the fields asked for, "a/b" brought to the top
+    # response_fields keeps the fields asked for, "a/b" brought to the top under its path
     body = post(live_server, "/completion", {"prompt": "Hi", "n_predict": 2,
                                              "response_fields": ["content", "generation_settings/n_predict"]}).json()
-    assert set(body) == {"content", "n_predict"} and body["n_predict"] == 2
+    assert set(body) == {"content", "generation_settings/n_predict"} and body["generation_settings/n_predict"] == 2
 
 
 def test_grammar_json_schema_logit_bias_ignore_eos(live_server, smollm2_model):
@@ -132,6 +133,11 @@ def test_grammar_json_schema_logit_bias_ignore_eos(live_server, smollm2_model):
     banned = post(live_server, "/completion", {"prompt": PROMPT, "n_predict": 1, "return_tokens": True,
                                                "logit_bias": [[first, False]], **GREEDY}).json()
     assert banned["tokens"][0] != first
+    # ... or names text, every token of which gets the bias (llama.cpp's string form)
+    text = smollm2_model.detokenize([first])
+    as_text = post(live_server, "/completion", {"prompt": PROMPT, "n_predict": 1, "return_tokens": True,
+                                                "logit_bias": {text: -100}, **GREEDY}).json()
+    assert as_text["tokens"][0] != first
     # ignore_eos: a reply that ends by itself goes on to n_predict
     chat = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n"
     body = post(live_server, "/completion", {"prompt": chat, "n_predict": 40, "ignore_eos": True, **GREEDY}).json()

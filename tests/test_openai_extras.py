@@ -66,7 +66,8 @@ def test_new_endpoints_need_the_api_key(smollm2_model):
     try:
         paths = ["/completion", "/completions", "/infill", "/apply-template", "/embedding", "/embeddings",
                  "/chat/completions", "/responses", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens",
-                 "/v1/responses"]
+                 "/v1/responses", "/v1/responses/input_tokens", "/responses/input_tokens",
+                 "/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"]
         for path in paths:
             r = httpx.post(server.url + path, json={}, timeout=60)
             assert r.status_code == 401, path

@@ -68,3 +68,13 @@ def test_stream_events(client):
 def test_refusals(live_server, body, words):
     r = httpx.post(live_server.url + "/v1/responses", json={"model": "m", **body}, timeout=60)
     assert r.status_code == 400 and words in r.json()["error"]["message"]
+
+
+def test_input_tokens(client, live_server):
+    # OpenAI's client counts a request's input; llama-server's chat twin counts a chat body the same way
+    n = client.responses.input_tokens.count(model="m", input=MESSAGES).input_tokens
+    chat = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1, **FRESH)
+    assert n == chat.usage.prompt_tokens
+    for path in ("/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"):
+        r = httpx.post(live_server.url + path, json={"messages": MESSAGES}, timeout=60).json()
+        assert r == {"object": "response.input_tokens", "input_tokens": n}
