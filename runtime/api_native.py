@@ -291,8 +291,8 @@ def generation_settings(req: CompletionRequest, n_ctx: int) -> dict:
         "adaptive_target": -1.0, "adaptive_decay": 0.9,
         "stop": list(gen.stop), "max_tokens": gen.max_tokens, "n_predict": gen.max_tokens,
         "n_keep": 0, "n_discard": 0, "ignore_eos": req.ignore_eos, "stream": stream,
-        # JSON has no -inf: a banned token's bias shows as the lowest float, as llama.cpp shows it
-        "logit_bias": [{"token": t, "bias": max(b, -3.4028234663852886e38)}
+        # JSON has no -inf: a banned token's bias is null, as llama.cpp's JSON writes it
+        "logit_bias": [{"token": t, "bias": b if math.isfinite(b) else None}
                        for t, b in sorted((gen.logit_bias or {}).items())],
         "n_probs": gen.logprobs or 0, "min_keep": 0,
         "grammar": req.structure.source if req.structure is not None and req.structure.kind == "gbnf" else "",

@@ -249,6 +249,9 @@ _COMMON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
     "n", "stream", "stream_options", "user", "store", "metadata",
     "top_k", "min_p", "repeat_penalty", "repeat_last_n", "cache_prompt", "logit_bias", "json_schema", "grammar",
+    # llama.cpp fields that change nothing here (one slot queue, a fixed sampler order): accepted, as
+    # llama-server clients send them
+    "id_slot", "n_keep", "n_discard", "samplers", "n_cache_reuse", "min_keep", "timings_per_token",
 })
 _CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "response_format", "tools",
                    "tool_choice", "parallel_tool_calls"}

@@ -143,6 +143,8 @@ def test_grammar_json_schema_logit_bias_ignore_eos(live_server, smollm2_model):
     body = post(live_server, "/completion", {"prompt": chat, "n_predict": 40, "ignore_eos": True, **GREEDY}).json()
     assert body["stop_type"] == "limit" and body["tokens_predicted"] == 40
     assert body["generation_settings"]["ignore_eos"] is True
+    assert {b["token"] for b in body["generation_settings"]["logit_bias"]} == smollm2_model.tokenizer.eog_ids
+    assert all(b["bias"] is None for b in body["generation_settings"]["logit_bias"])   # -inf, as llama.cpp
 
 
 def test_tokenize_with_pieces(live_server, smollm2_model):
