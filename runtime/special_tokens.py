@@ -128,3 +128,146 @@ def strip_rules(attrs: list[int], token_to_id: dict, name: str, pre: str, arch: 
             set_attr(t, rstrip, False)
     elif "modern-bert" in name:
         set_attr("[MASK]", lstrip, True)
+
+
+# ---- cutting special tokens out of a text ---------------------------------------------------------
+#
+# llama.cpp's tokenizer_st_partition takes the special tokens one at a time, longest first, and splits
+# every text fragment left so far at each leftmost, non-overlapping occurrence of the token (with the
+# token's lstrip/rstrip eating the whitespace beside it). Done literally, as `split_reference` does, that
+# copies the rest of a fragment at every match and walks every fragment once per token: quadratic in
+# the text ("<|im_end|>" * 200000) and in the number of special tokens that occur. `SpecialSplitter`
+# gives the same fragments in time linear in the text: occurrences come from one index per 3-character
+# prefix (or from a search, for the few tokens whose prefix is everywhere, such as runs of spaces), and
+# a bytearray marks the characters already claimed by a token or its stripped whitespace, so checking a
+# candidate, or skipping to the next stretch of unclaimed text long enough for the token, is one `find`.
+
+_CONTROL_OR_UNKNOWN = int(Attr.CONTROL | Attr.UNKNOWN)
+_LSTRIP, _RSTRIP = int(Attr.LSTRIP), int(Attr.RSTRIP)
+_C_SPACE = " \t\n\v\f\r"                 # C isspace, what llama.cpp strips
+_PREFIX = 3
+
+
+class SpecialSplitter:
+    """Special tokens (ids in llama.cpp's order: longest first, ties by id) cut out of texts."""
+
+    def __init__(self, tokens: list[str], special_ids: list[int], attrs: list[int]):
+        self.ids = {tokens[i]: i for i in special_ids}
+        self.rank = {tokens[i]: k for k, i in enumerate(special_ids)}
+        self.attrs = attrs
+        self.short = [t for t in self.ids if len(t) < _PREFIX]
+        self.groups: dict[str, tuple[set[str], list[int]]] = {}
+        for t in self.ids:
+            if len(t) >= _PREFIX:
+                members, _ = self.groups.setdefault(t[:_PREFIX], (set(), []))
+                members.add(t)
+        for members, lengths in self.groups.values():
+            lengths.extend(sorted({len(t) for t in members}))
+
+    def occurrences(self, text: str) -> dict[str, list[int] | None]:
+        """Each special token that occurs in `text`: the sorted start of every occurrence (overlapping
+        ones too), or None where finding them by search is cheaper (see `split`)."""
+        found: dict[str, list[int] | None] = {t: None for t in self.short if t in text}
+        # cost model, in Python steps: listing a group's occurrences checks each length at each place
+        # its prefix occurs; a search scans the text once per member at C speed (~2000 characters a step)
+        per_search = 1 + len(text) // 2000
+        for prefix, (members, lengths) in self.groups.items():
+            count = text.count(prefix)
+            if not count:
+                continue
+            if count * len(lengths) > len(members) * per_search:     # e.g. runs of spaces in code
+                found.update((t, None) for t in members if t in text)
+                continue
+            at = text.find(prefix)
+            while at >= 0:
+                for n in lengths:
+                    t = text[at:at + n]
+                    if t in members:
+                        found.setdefault(t, []).append(at)
+                at = text.find(prefix, at + 1)
+        return found
+
+    def split(self, text: str, parse_special: bool) -> list:
+        """tokenizer_st_partition: `text` as a list of non-empty str fragments and int token ids."""
+        found = self.occurrences(text)
+        if not parse_special:
+            found = {t: at for t, at in found.items() if not self.attrs[self.ids[t]] & _CONTROL_OR_UNKNOWN}
+        if not found:
+            return [text]
+        claimed = bytearray(len(text))                 # [len(text)]: 1 where a token or its strip is
+        regions = []                                   # (start, token id, end): a token and what it strips
+        for tok in sorted(found, key=self.rank.__getitem__):
+            tid, starts = self.ids[tok], found[tok]
+            n = len(tok)
+            if starts is None:                         # search, skipping claimed stretches
+                room = bytes(n)
+                at = text.find(tok)
+                while at >= 0:
+                    blocked = claimed.rfind(1, at, at + n)
+                    if blocked < 0:
+                        at = text.find(tok, self._claim(text, claimed, at, n, tid, regions))
+                    else:
+                        free = claimed.find(room, blocked + 1)     # n unclaimed characters in a row
+                        at = text.find(tok, free) if free >= 0 else -1
+            else:
+                end = 0
+                for at in starts:
+                    if at >= end and claimed.find(1, at, at + n) < 0:
+                        end = self._claim(text, claimed, at, n, tid, regions)
+        regions.sort()
+        out, at = [], 0
+        for start, tid, end in regions:
+            if start > at:
+                out.append(text[at:start])
+            out.append(tid)
+            at = end
+        if at < len(text):
+            out.append(text[at:])
+        return out
+
+    def _claim(self, text: str, claimed: bytearray, at: int, n: int, tid: int, regions: list) -> int:
+        """Token `tid` at text[at:at + n], with the whitespace its lstrip/rstrip takes up to the nearest
+        claimed character; returns the end of what it claimed."""
+        start, end, attr = at, at + n, self.attrs[tid]
+        if attr & _LSTRIP:
+            while start > 0 and text[start - 1] in _C_SPACE and not claimed[start - 1]:
+                start -= 1
+        if attr & _RSTRIP:
+            while end < len(text) and text[end] in _C_SPACE and not claimed[end]:
+                end += 1
+        claimed[start:end] = b"\x01" * (end - start)
+        regions.append((start, tid, end))
+        return end
+
+
+def split_reference(text: str, tokens: list[str], special_ids: list[int], attrs: list[int],
+                    parse_special: bool) -> list:
+    """The reference twin of SpecialSplitter.split: tokenizer_st_partition as llama.cpp writes it
+    (quadratic; the tests pin the two together)."""
+    frags: list = [text]
+    for tid in special_ids:
+        attr, tok = attrs[tid], tokens[tid]
+        if not parse_special and attr & _CONTROL_OR_UNKNOWN:
+            continue
+        out = []
+        for frag in frags:
+            if isinstance(frag, int) or tok not in frag:
+                out.append(frag)
+                continue
+            rest = frag
+            while True:
+                at = rest.find(tok)
+                if at < 0:
+                    if rest:
+                        out.append(rest)
+                    break
+                left, rest = rest[:at], rest[at + len(tok):]
+                if attr & _LSTRIP:
+                    left = left.rstrip(_C_SPACE)
+                if left:
+                    out.append(left)
+                out.append(tid)
+                if attr & _RSTRIP:
+                    rest = rest.lstrip(_C_SPACE)
+        frags = out
+    return frags

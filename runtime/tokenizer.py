@@ -4,7 +4,7 @@ A port of llama.cpp's src/llama-vocab.cpp (llama-cpp-python 0.3.36), token for t
   - vocabulary flags and special ids as `llama_vocab::impl::load` derives them (defaults per model type
     and pre-tokenizer, then metadata, then the end-of-generation tokens it recognises by their text);
   - special tokens cut out of the text first (`tokenizer_st_partition`), longest first; control
-    tokens only when parse_special, user-defined tokens always;
+    tokens only when parse_special, user-defined tokens always (runtime/special_tokens.py);
   - `llm_tokenizer_bpe_session`: regex pre-tokenizer (runtime/pretokenize.py), then merges by rank;
   - `llm_tokenizer_spm_session`: bigram merges by score over U+2581-escaped text, byte fallback;
   - `detokenize` as `llama_detokenize(remove_special=false)`, with its clean-up of spaces.
@@ -15,6 +15,7 @@ fast where text repeats words, and the merge loops only run on words seen for th
 from __future__ import annotations
 
 import codecs
+from array import array
 import heapq
 import re
 
@@ -22,8 +23,8 @@ import numpy as np
 
 from .ggml import Keys, TokenType
 from .pretokenize import CHAR_TO_BYTE, NO_DEFAULT_BOS, PRE_TOKENIZERS, PreTokenizer, byte_encode
-from .special_tokens import (DEPRECATED_KEYS, SPECIAL, SPECIAL_IDS, Attr, end_of_generation, find_by_text,
-                             strip_rules, token_attrs)
+from .special_tokens import (DEPRECATED_KEYS, SPECIAL, SPECIAL_IDS, Attr, SpecialSplitter, end_of_generation,
+                             find_by_text, strip_rules, token_attrs)
 
 SPACE = "\u2581"          # SentencePiece's visible space
 
@@ -32,11 +33,14 @@ class TokenizerError(ValueError):
     """The GGUF's tokenizer metadata is missing, malformed or of a kind we do not support."""
 
 
-_CONTROL_OR_UNKNOWN = int(Attr.CONTROL | Attr.UNKNOWN)
-_LSTRIP, _RSTRIP = int(Attr.LSTRIP), int(Attr.RSTRIP)
 # plain ints: IntFlag arithmetic costs ~1 us an operation, seconds over a 262k vocabulary
 _USER_DEFINED, _NORMAL, _BYTE = int(Attr.USER_DEFINED), int(Attr.NORMAL), int(Attr.BYTE)
-_CACHE_LIMIT = 1 << 18       # cached words; the cache starts afresh past this (a server runs for days)
+# The word cache, bounded in bytes (a server runs for days, and a request can hold a 2 MB word): words
+# longer than _CACHE_WORD are not kept (they rarely repeat); the cache starts afresh when its estimated
+# size (a dict slot, str and tuple headers per entry, 4 bytes per character, 8 per id) passes _CACHE_BYTES.
+_CACHE_WORD = 256
+_CACHE_BYTES = 32 << 20
+_ENTRY_BYTES = 200
 
 
 class Tokenizer:
@@ -83,7 +87,7 @@ class Tokenizer:
             self.add_space_prefix, self.clean_spaces = True, False
             self.add_bos, self.add_eos = True, False
         self.add_space_prefix = bool(meta.get(Keys.ADD_SPACE_PREFIX, self.add_space_prefix))
-        self.scores = self._read_array(meta, Keys.SCORES, np.float32, 0.0).tolist()
+        self._merge_keys = _score_keys(self._read_array(meta, Keys.SCORES, np.float32, 0.0))   # SPM
         self.attrs = token_attrs(self._read_array(meta, Keys.TOKEN_TYPE, np.int32, int(TokenType.NORMAL)))
 
         # special ids: default unless the metadata names one inside the vocabulary
@@ -110,9 +114,10 @@ class Tokenizer:
         # special tokens matched in text, longest first (ties by id; llama.cpp's sort is unstable)
         self.special_ids = sorted(np.flatnonzero(np.array(self.attrs) & SPECIAL).tolist(),
                                   key=lambda i: (-len(self.tokens[i].encode()), i))
-        self._special_index = _SpecialIndex([self.tokens[i] for i in self.special_ids])
+        self._specials = SpecialSplitter(self.tokens, self.special_ids, self.attrs)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache_bytes = 0
         if not self.is_bpe:
             # An SPM merge can only cross a U+2581 that follows a character c for which some token holds
             # c + U+2581; elsewhere the text splits into segments that merge independently (and cache).
@@ -150,7 +155,7 @@ class Tokenizer:
     # --- text -> ids -------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """llama_tokenize(text, add_special, parse_special)."""
-        fragments = self._partition(text, parse_special) if text else []
+        fragments = self._specials.split(text, parse_special) if text else []
         out: list[int] = []
         if add_special and self.add_bos:
             out.append(self.bos_id)
@@ -170,48 +175,25 @@ class Tokenizer:
             out.append(self.eos_id)
         return out
 
-    def _partition(self, text: str, parse_special: bool) -> list:
-        """tokenizer_st_partition: the text as a list of str fragments and int special-token ids."""
-        frags: list = [text]
-        present = self._special_index.present(text)     # most special tokens never occur: skip them
-        for tid in self.special_ids:
-            attr, tok = self.attrs[tid], self.tokens[tid]
-            if (not parse_special and attr & _CONTROL_OR_UNKNOWN) or tok not in present:
-                continue
-            out = []
-            for frag in frags:
-                if isinstance(frag, int) or tok not in frag:
-                    out.append(frag)
-                    continue
-                rest = frag
-                while True:
-                    at = rest.find(tok)
-                    if at < 0:
-                        if rest:
-                            out.append(rest)
-                        break
-                    left, rest = rest[:at], rest[at + len(tok):]
-                    if attr & _LSTRIP:
-                        left = left.rstrip(" \t\n\v\f\r")     # C isspace
-                    if left:
-                        out.append(left)
-                    out.append(tid)
-                    if attr & _RSTRIP:
-                        rest = rest.lstrip(" \t\n\v\f\r")
-            frags = out
-        return frags
-
     def _bpe(self, text: str) -> list[int]:
         out: list[int] = []
         cache = self._cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
         for word in self.pre.split(text):
             ids = cache.get(word)
             if ids is None:
-                ids = cache[word] = self._bpe_word(byte_encode(word))
+                ids = self._remember(word, self._bpe_word(byte_encode(word)))
             out.extend(ids)
         return out
+
+    def _remember(self, word: str, ids: tuple[int, ...]) -> tuple[int, ...]:
+        if len(word) <= _CACHE_WORD:
+            size = _ENTRY_BYTES + 4 * len(word) + 8 * len(ids)
+            if self._cache_bytes + size > _CACHE_BYTES:
+                self._cache.clear()
+                self._cache_bytes = 0
+            self._cache[word] = ids
+            self._cache_bytes += size
+        return ids
 
     def _bpe_word(self, word: str) -> tuple[int, ...]:
         """llm_tokenizer_bpe_session::tokenize for one pre-token: lowest-rank merge first, leftmost on ties."""
@@ -231,22 +213,20 @@ class Tokenizer:
     def _spm(self, text: str) -> list[int]:
         out: list[int] = []
         cache = self._cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
         for seg in self._segment.split(text):
             ids = cache.get(seg)
             if ids is None:
-                ids = cache[seg] = self._spm_segment(seg)
+                ids = self._remember(seg, self._spm_segment(seg))
             out.extend(ids)
         return out
 
     def _spm_segment(self, text: str) -> tuple[int, ...]:
         """llm_tokenizer_spm_session::tokenize: highest-score bigram first, leftmost on ties."""
-        vocab, scores = self.token_to_id, self.scores
+        vocab, keys = self.token_to_id, self._merge_keys
 
         def priority(a: str, b: str):
             tid = vocab.get(a + b)
-            return None if tid is None else -scores[tid]
+            return None if tid is None else keys[tid]
 
         out = []
         for piece in _merge(text, priority):
@@ -318,74 +298,67 @@ class Tokenizer:
         return tid in self.eog_ids
 
 
-class _SpecialIndex:
-    """Which of many strings (thousands of special tokens) occur in a text, without one search of the
-    text per string: strings are grouped by their first 3 characters, and only at the places where such
-    a prefix occurs are the following characters looked up, once per distinct string length."""
-
-    PREFIX = 3
-
-    def __init__(self, strings: list[str]):
-        self.short = [s for s in strings if len(s) < self.PREFIX]
-        self.groups: dict[str, tuple[set[str], list[int]]] = {}
-        for s in strings:
-            if len(s) >= self.PREFIX:
-                members, _ = self.groups.setdefault(s[:self.PREFIX], (set(), []))
-                members.add(s)
-        for members, lengths in self.groups.values():
-            lengths.extend(sorted({len(s) for s in members}))
-
-    def present(self, text: str) -> set[str]:
-        found = {s for s in self.short if s in text}
-        for prefix, (members, lengths) in self.groups.items():
-            if text.count(prefix) * len(lengths) > 64 * len(members):   # e.g. runs of spaces in code:
-                found.update(s for s in members if s in text)           # searching is cheaper here
-                continue
-            at = text.find(prefix)
-            while at >= 0:
-                found.update(text[at:at + n] for n in lengths if text[at:at + n] in members)
-                at = text.find(prefix, at + 1)
-        return found
-
-
 def _merge(text: str, priority) -> list[str]:
     """The merge loop shared by llama.cpp's BPE and SPM sessions: start from single characters, then
-    repeatedly join the adjacent pair with the smallest priority(left, right) (None: never), leftmost
-    first on ties, until no pair joins. A heap of candidate pairs, stale ones skipped on pop."""
+    repeatedly join the adjacent pair with the smallest priority(left, right) (an int >= 0; None: never),
+    leftmost first on ties, until no pair joins. A heap of candidate pairs, stale ones skipped on pop.
+
+    A heap entry is one int, priority << 2b | left << b | length (b bits hold any position), which
+    sorts as (priority, left) and costs a third of a tuple's memory on a 2 MB word. The pair's right
+    symbol is nxt[left]; sizes only grow (or drop to 0), so an entry whose length no longer matches
+    is stale for good."""
     n = len(text)
     if n < 2:
         return [text] if text else []
-    size = [1] * n                          # symbol k is text[k:k + size[k]]; 0 once merged away
-    prev = list(range(-1, n - 1))
-    nxt = list(range(1, n + 1))
+    bits = n.bit_length()
+    mask, shift = (1 << bits) - 1, 2 * bits
+    # symbol k is text[k:k + size[k]] (0 once merged away), between symbols prev[k] and nxt[k]; a long
+    # word keeps them as machine ints (lists would hold an int object per position)
+    ints = list if n < 4096 else lambda values: array("q", values)
+    size = ints([1]) * n
+    prev = ints(range(-1, n - 1))
+    nxt = ints(range(1, n + 1))
     nxt[-1] = -1
-    heap: list[tuple] = []
-
-    def push(left: int, right: int) -> None:
-        if left >= 0 and right >= 0:
-            mid = left + size[left]
-            p = priority(text[left:mid], text[mid:mid + size[right]])
-            if p is not None:
-                heapq.heappush(heap, (p, left, right, size[left] + size[right]))
-
+    heap = []
     for k in range(1, n):
-        push(k - 1, k)
+        p = priority(text[k - 1], text[k])
+        if p is not None:
+            heap.append(p << shift | (k - 1) << bits | 2)
+    heapq.heapify(heap)
+    push, pop = heapq.heappush, heapq.heappop
     while heap:
-        _, left, right, length = heapq.heappop(heap)
-        if size[left] == 0 or size[right] == 0 or size[left] + size[right] != length:
+        key = pop(heap)
+        left = key >> bits & mask
+        size_left = size[left]
+        right = nxt[left]
+        if not size_left or right < 0 or size_left + size[right] != key & mask:
             continue                        # one side was merged since this pair was queued
-        size[left] += size[right]
+        size_left += size[right]
+        size[left] = size_left
         size[right] = 0
-        nxt[left] = nxt[right]
-        if nxt[right] >= 0:
-            prev[nxt[right]] = left
-        push(prev[left], left)
-        push(left, nxt[left])
+        after = nxt[left] = nxt[right]
+        if after >= 0:
+            prev[after] = left
+            p = priority(text[left:left + size_left], text[after:after + size[after]])
+            if p is not None:
+                push(heap, p << shift | left << bits | size_left + size[after])
+        before = prev[left]
+        if before >= 0:
+            p = priority(text[before:left], text[left:left + size_left])
+            if p is not None:
+                push(heap, p << shift | before << bits | size[before] + size_left)
     out, k = [], 0
     while k != -1:
         out.append(text[k:k + size[k]])
         k = nxt[k]
     return out
+
+
+def _score_keys(scores: np.ndarray) -> list[int]:
+    """float32 [vocab] SPM scores -> ints that sort as the scores descending (the merge priority; equal
+    scores, 0.0 and -0.0 too, give equal keys): the IEEE bits of -score, flipped into unsigned order."""
+    bits = (np.float32(0.0) - scores.astype(np.float32)).view(np.uint32)
+    return np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31)).astype(np.int64).tolist()
 
 
 def _clean_spaces(text: bytes) -> bytes:
