@@ -34,6 +34,7 @@ class TokenizerError(ValueError):
 
 
 # plain ints: IntFlag arithmetic costs ~1 us an operation, seconds over a 262k vocabulary
+_CONTROL_OR_UNKNOWN = int(Attr.CONTROL | Attr.UNKNOWN)
 _USER_DEFINED, _NORMAL, _BYTE = int(Attr.USER_DEFINED), int(Attr.NORMAL), int(Attr.BYTE)
 # The word cache, bounded in bytes (a server runs for days, and a request can hold a 2 MB word): words
 # longer than _CACHE_WORD are not kept (they rarely repeat); the cache starts afresh when its estimated
