@@ -54,9 +54,15 @@ def timings(done: Done) -> dict:
 
 async def models(request: Request) -> Response:
     engine = state(request).engine
+    model = engine.model
+    tensors = model.gguf.tensors.values()
+    # llama-server's `meta` (tools/server/README.md), plus the context this server runs with
+    meta = {"vocab_type": 2 if model.tokenizer.is_bpe else 1,          # enum llama_vocab_type: BPE, SPM
+            "n_vocab": engine.vocab_size, "n_ctx_train": model.config.context_length,
+            "n_embd": model.config.dim, "n_params": sum(t.shape[0] * t.n_rows for t in tensors),
+            "size": sum(t.nbytes for t in tensors), "n_ctx": engine.n_ctx}
     return JSONResponse({"object": "list", "data": [{
-        "id": engine.name, "object": "model", "created": 0, "owned_by": "chatfile",
-        "meta": {"n_ctx": engine.n_ctx, "n_vocab": engine.vocab_size}}]})
+        "id": engine.name, "object": "model", "created": 0, "owned_by": "chatfile", "meta": meta}]})
 
 
 async def chat_completions(request: Request) -> Response:

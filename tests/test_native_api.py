@@ -165,8 +165,11 @@ def test_apply_template_and_aliases(live_server, smollm2_model):
     b = post(live_server, "/v1/chat/completions", {"messages": messages, "max_tokens": 4, **GREEDY}).json()
     assert a["object"] == "chat.completion" and a["choices"][0]["message"] == b["choices"][0]["message"]
     assert a["usage"]["prompt_tokens"] == len(smollm2_model.tokenize(prompt, add_special=False))
-    assert httpx.get(live_server.url + "/models", timeout=60).json() == \
-        httpx.get(live_server.url + "/v1/models", timeout=60).json()
+    models = httpx.get(live_server.url + "/models", timeout=60).json()
+    assert models == httpx.get(live_server.url + "/v1/models", timeout=60).json()
+    meta = models["data"][0]["meta"]          # llama-server's keys
+    assert meta["n_vocab"] == 49152 and meta["n_embd"] == 576 and meta["vocab_type"] == 2
+    assert 130e6 < meta["n_params"] < 140e6 and meta["size"] < 110e6 and meta["n_ctx_train"] == 8192
 
 
 def test_infill_refused_without_fim_tokens(live_server):
