@@ -1,7 +1,10 @@
 """The minimal OpenAI Responses API on the real SmolLM2, through the official `openai` client's
 responses.create: text in and out, instructions, message lists, the streaming event sequence, the
-"incomplete" status, and refusals of what is not there (stored responses, tools)."""
+"incomplete" status, function tools (a call, its output sent back, streamed arguments), and refusals of
+what is not there (stored responses, built-in tools)."""
 from __future__ import annotations
+
+import json
 
 import openai
 import pytest
@@ -58,8 +61,8 @@ def test_stream_events(client):
     ({}, "input"),
     ({"input": []}, "input"),
     ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
-    ({"input": "x", "tools": [{"type": "function", "name": "f"}]}, "tools"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "function_call_output"),
+    ({"input": "x", "tools": [{"type": "web_search"}]}, "built-in tools"),
+    ({"input": [{"type": "reasoning", "summary": []}]}, "reasoning"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]}, "input_image"),
     ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
@@ -78,3 +81,31 @@ def test_input_tokens(client, live_server):
     for path in ("/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"):
         r = httpx.post(live_server.url + path, json={"messages": MESSAGES}, timeout=60).json()
         assert r == {"object": "response.input_tokens", "input_tokens": n}
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city",
+           "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
+                          "properties": {"city": {"type": "string", "maxLength": 30}}}}
+ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def test_function_call_round_trip(client):
+    r = client.responses.create(model="m", input=ASK, tools=[WEATHER], tool_choice="required",
+                                parallel_tool_calls=False, max_output_tokens=80, **FRESH)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert r.status == "completed" and len(calls) == 1 and calls[0].name == "get_weather"
+    assert isinstance(json.loads(calls[0].arguments)["city"], str) and calls[0].id.startswith("fc_")
+    follow = [*ASK, {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather",
+                     "arguments": calls[0].arguments},
+              {"type": "function_call_output", "call_id": calls[0].call_id, "output": "Sunny, 24 degrees"}]
+    answer = client.responses.create(model="m", input=follow, tools=[WEATHER], max_output_tokens=40, **FRESH)
+    assert answer.output[0].type == "message" and answer.output_text
+    # streamed: the call's arguments arrive as deltas and add up to the whole call's
+    events = list(client.responses.create(model="m", input=ASK, tools=[WEATHER], tool_choice="required",
+                                          parallel_tool_calls=False, max_output_tokens=80, stream=True, **FRESH))
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and done[0].arguments == deltas == calls[0].arguments
+    final = events[-1].response
+    assert events[-1].type == "response.completed" and final.output[-1].arguments == calls[0].arguments
+    assert [e.sequence_number for e in events] == list(range(len(events)))
