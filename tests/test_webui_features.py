@@ -300,7 +300,8 @@ LLAMA_SERVER_EXPORT = {   # the shape llama-server's web UI exports ({conv, mess
          "parent": None, "thinking": "", "children": ["m1"]},
         {"id": "m1", "convId": "c0ffee", "type": "text", "timestamp": 1700000000001, "role": "user",
          "content": "Hello from llama.cpp", "parent": "r", "thinking": "", "children": ["m2"],
-         "extra": [{"type": "textFile", "name": "a.txt", "content": "attached"}]},
+         "extra": [{"type": "textFile", "name": "a.txt", "content": "attached"},
+                   {"type": "imageFile", "name": "cat.png", "base64Url": "data:image/png;base64,iVBORw0KGgo="}]},
         {"id": "m2", "convId": "c0ffee", "type": "text", "timestamp": 1700000000002, "role": "assistant",
          "content": "Hi! **bold**", "parent": "m1", "thinking": "", "children": [],
          "timings": {"prompt_n": 5, "prompt_ms": 10.0, "predicted_n": 3, "predicted_ms": 30.0}},
@@ -327,6 +328,8 @@ def test_import_other_shapes_and_bad_files(open_profile, tmp_path):
     assert [m["content"] for m in visible_path(records["Hi there"])] == ["Be brief.", "Hi there", "Hello."]
     page.click("#conversations .title >> text=From llama-server")
     assert page.text_content(".message.user .files summary").startswith("a.txt")
+    assert page.text_content(".message.user .files .other") == "cat.png (imageFile: not shown, not sent)"
+    assert page.locator(".message img").count() == 0
     assert page.text_content(".message.assistant .body strong") == "bold"
 
     bad = {"not json": "{", "no messages": '{"conv": {"id": "q"}}', "a number": "42", "empty list": "[]",
@@ -479,9 +482,11 @@ def test_settings_start_from_the_servers_defaults(open_profile):
     assert set(body) == {"messages", "stream", "stream_options"}        # nothing the user did not set
     page.wait_for_selector(DONE)
     set_setting(page, "top_k", "3")
-    body = sent_body(page, lambda: send(page, "Again"))
-    assert body["top_k"] == 3 and "temperature" not in body
+    set_setting(page, "max_tokens", "1")
+    body = sent_body(page, lambda: send(page, "Tell me about Lisbon."))
+    assert body["top_k"] == 3 and body["max_tokens"] == 1 and "temperature" not in body
     page.wait_for_selector(".message:nth-of-type(4).assistant:not(.streaming) .regenerate")
+    assert page.text_content(".message:nth-of-type(4) .stats").endswith(" · cut at the token limit")
 
     # settings saved by older pages kept every field; only values unlike the old defaults were chosen
     page.evaluate("""() => { localStorage.removeItem('chatfile.settings.v2'); localStorage.setItem('chatfile.settings',

@@ -119,7 +119,11 @@ function thinkingElement(text) {
 function filesElement(extra) {
   const box = el("div", "files");
   for (const f of extra || []) {
-    if (f?.type !== "textFile" || typeof f.content !== "string" || typeof f.name !== "string") continue;
+    if (f?.type !== "textFile" || typeof f.content !== "string" || typeof f.name !== "string") {
+      // an imported image, audio or PDF attachment (llama-server's UI takes them): kept, not shown or sent
+      if (typeof f?.type === "string") box.append(el("span", "file other", `${typeof f.name === "string" ? f.name : f.type} (${f.type}: not shown, not sent)`));
+      continue;
+    }
     const d = el("details", "file");
     d.append(el("summary", "", `${f.name} · ${formatBytes(new Blob([f.content]).size)}`), el("pre", "", f.content));
     box.append(d);
@@ -231,7 +235,7 @@ async function complete(conv, parentId) {
   state.controller = controller;
   const started = performance.now();
   const calls = [];
-  let firstToken = null, nChunks = 0, timings = null, usage = null, pending = false;
+  let firstToken = null, nChunks = 0, timings = null, usage = null, pending = false, finish = null;
   const paint = () => {
     pending = false;
     renderMarkdown(body, reply.content);
@@ -244,6 +248,7 @@ async function complete(conv, parentId) {
       if (chunk.usage) usage = chunk.usage;
       if (chunk.timings) timings = chunk.timings;
       const delta = chunk.choices?.[0]?.delta || {};
+      finish = chunk.choices?.[0]?.finish_reason || finish;
       if (delta.content || delta.reasoning_content || delta.tool_calls) {
         if (firstToken === null) firstToken = performance.now();
         nChunks += 1;
@@ -258,7 +263,8 @@ async function complete(conv, parentId) {
       }
       if (!pending) { pending = true; requestAnimationFrame(paint); }
     });
-    reply.stats = stats(timings, usage, nChunks, firstToken, started);
+    reply.stats = stats(timings, usage, nChunks, firstToken, started) +
+                  (finish === "length" ? " · cut at the token limit" : "");
   } catch (err) {
     if (err.name === "AbortError") reply.stats = "stopped" + (nChunks ? ` · ${stats(null, null, nChunks, firstToken, started)}` : "");
     else {
