@@ -178,7 +178,7 @@ def call_grammar(fmt: CallFormat, request: ToolRequest, open_token: int | None,
     if fmt.as_list:            # [TOOL_CALLS][{...}, {...}]
         rules["call_list"] = _json({"type": "array", "items": call, "minItems": 1,
                                     **({} if request.parallel else {"maxItems": 1})}, defs)
-        first, more = "call_list", ""
+        first, more = "WS call_list", ""
     else:                      # <tool_call>{...}</tool_call> (WS <tool_call>{...}</tool_call>)*
         rules["call"] = _json(call, defs)
         close = f" WS {json.dumps(fmt.close)}" if fmt.close else ""

@@ -268,3 +268,64 @@ def test_parameters_with_defs(smollm2_model, vocab):
                                                   '</tool_call>')
     assert not accepts(smollm2_model, vocab, grammar, '<tool_call>{"name": "find", "arguments": {"where": {"town": '
                                                       '"X"}}}</tool_call>')
+
+
+# ---- the whole path on real tool-calling vocabularies (Qwen 3, Mistral v0.3: metadata-only GGUFs) -------
+
+class VocabOnly:
+    """A model's tokenizer and chat template without its weights: enough to plan a request and to play a
+    reply through the constraint and the parser token by token."""
+
+    def __init__(self, path):
+        from runtime.gguf import GGUFFile
+        from runtime.tokenizer import Tokenizer
+        self.gguf = GGUFFile(path)
+        self.tokenizer = Tokenizer(self.gguf.metadata)
+        self.config = type("Config", (), {"vocab_size": self.tokenizer.vocab_size})
+
+    def tokenize(self, text, add_special=True, parse_special=True):
+        return self.tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+
+def play(model, plan, reply):
+    """Feed `reply` (as the model would emit it: special tokens as themselves) through the plan's
+    constraint and parser, with the text the generation loop would give each token."""
+    from runtime.tokenizer import StreamDecoder
+    state = plan.gen.constraint.start()
+    parser, decoder = plan.parser(), StreamDecoder(model.tokenizer)
+    for t in model.tokenize(reply, add_special=False, parse_special=True):
+        assert state.allows(t), (reply, model.tokenizer.tokens[t])
+        complete = state.advance(t)
+        parser.feed(t, decoder.feed(t))
+    parser.feed(-1, decoder.flush())
+    parser.finish()
+    return state, parser, complete
+
+
+@pytest.mark.parametrize("vocab,reply,fmt", [
+    ("qwen3", '<think>\nThe user wants weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+              '{"city": "Paris", "unit": "celsius"}}\n</tool_call>', HERMES),
+    ("mistral", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]', MISTRAL),
+])
+def test_real_vocabulary_round_trip(vocab, reply, fmt):
+    from runtime.structured import plan_chat
+    from runtime.api_schema import GenOptions
+    from runtime.sampler import SamplingParams
+    model = VocabOnly(ROOT / "data" / "vocab" / f"{vocab}-vocab.gguf")
+    t = ChatTemplate.for_model(model)
+    assert call_format(t) is fmt
+    conv = openai_shaped(GOLDEN["tool_conversations"]["call_and_result"]) + [
+        {"role": "assistant", "content": "It is 18 degrees."}, {"role": "user", "content": "And in Rome?"}]
+    plan = plan_chat(model, t, conv, GenOptions(SamplingParams(), -1), TOOLS)
+    prompt = model.tokenizer.detokenize(plan.prompt_ids)
+    assert "get_time" in prompt and '"city": "Paris"' in prompt and "18, " in prompt   # tools, call, result
+    if fmt is MISTRAL:
+        assert plan.open_token == model.tokenizer.token_to_id["[TOOL_CALLS]"]
+    state, parser, complete = play(model, plan, reply)
+    assert [(c.name, json.loads(c.arguments)) for c in parser.calls] == [("get_weather", {"city": "Paris",
+                                                                                          "unit": "celsius"})]
+    assert state.is_accepting()
+    # the reply ends here: the grammar is complete (generation stops), or allows an end-of-generation token
+    assert complete or any(state.allows(e) for e in model.tokenizer.eog_ids)
+    assert complete == (fmt is MISTRAL)       # after "]" nothing may follow; after </tool_call> another call may
+    assert parser.content == (reply[:reply.index("<tool_call>")] if fmt is HERMES else "")
