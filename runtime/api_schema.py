@@ -317,7 +317,7 @@ def _logit_bias(body: dict, vocab_size: int) -> dict[int, float] | None:
 
 def _structure(body: dict) -> Spec | None:
     """At most one of response_format (chat), json_schema and grammar (GBNF) constrains the output."""
-    given = [k for k in ("response_format", "json_schema", "grammar") if body.get(k) is not None]
+    given = [k for k in ("response_format", "json_schema", "grammar") if body.get(k) not in (None, "")]
     if isinstance(body.get("response_format"), dict) and body["response_format"].get("type") == "text":
         _check_fields(body["response_format"], frozenset({"type"}), "response_format.")
         given.remove("response_format")
@@ -353,9 +353,8 @@ def _structure(body: dict) -> Spec | None:
         if not isinstance(js, dict):
             raise _wrong("response_format.json_schema", 'an object {"name", "schema", "strict"}', js)
         _check_fields(js, frozenset({"name", "schema", "strict", "description"}), "response_format.json_schema.")
-        if not isinstance(js.get("name"), str) or not js["name"]:
-            raise APIError(400, "missing required field 'response_format.json_schema.name'",
-                           param="response_format.json_schema.name")
+        if js.get("name") is not None and not isinstance(js["name"], str):   # OpenAI requires it; llama.cpp not
+            raise _wrong("response_format.json_schema.name", "a string", js["name"])
         _bool(js, "strict", False)
         schema = js.get("schema", {})
         if not isinstance(schema, dict):

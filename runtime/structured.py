@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from .api_schema import APIError, GenOptions
 from .chat_template import ChatTemplate, ChatTemplateError, chat_prompt_ids
 from .constraint import ConstraintError, Spec, compile_spec, vocabulary
+from .ggml import Keys
 from .special_tokens import Attr
 from .tool_calls import CallFormat, CallParser, ToolRequest, call_grammar
 from .tool_prompt import call_format, template_messages
+
+
+TOOL_USE_TEMPLATE = "tokenizer.chat_template.tool_use"   # llama.cpp: llama_model_chat_template(model, "tool_use")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class ChatPlan:
 
 def plan_chat(model, template: ChatTemplate, messages: list[dict], gen: GenOptions,
               tools: ToolRequest | None = None, structure: Spec | None = None) -> ChatPlan:
+    if tools is not None and tools.choice != "none":
+        template = tool_use_template(model, template)
     fmt = call_format(template)
     try:
         rendered, extra = template_messages(template, messages, tools, fmt)
@@ -53,6 +59,20 @@ def plan_chat(model, template: ChatTemplate, messages: list[dict], gen: GenOptio
     grammar = call_grammar(fmt, tools, open_token, answer_schema=answer)
     gen = dataclasses.replace(gen, constraint=_compile(model, Spec("lark", grammar, "tools")))
     return ChatPlan(ids, gen, fmt, open_token)
+
+
+def tool_use_template(model, template: ChatTemplate) -> ChatTemplate:
+    """The GGUF's `tokenizer.chat_template.tool_use` (Hermes 2 Pro's GGUFs carry one) for requests with
+    tools, as llama.cpp picks it, unless --chat-template replaced the model's own template."""
+    meta = model.gguf.metadata
+    source = meta.get(TOOL_USE_TEMPLATE)
+    if not isinstance(source, str) or template.source != meta.get(Keys.CHAT_TEMPLATE):
+        return template
+    cached = getattr(model, "_tool_use_template", None)
+    if cached is None or cached.source != source:
+        cached = ChatTemplate(source, bos_token=template.bos_token, eos_token=template.eos_token)
+        model._tool_use_template = cached
+    return cached
 
 
 def constrain(model, gen: GenOptions, structure: Spec | None) -> GenOptions:

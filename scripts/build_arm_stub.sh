@@ -37,7 +37,7 @@ BIN="$CACHE/build-bin"
 BUILD_WHEELS=(pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9 zstandard==0.25.0
               jinja2==3.1.6 markupsafe==3.0.4 starlette==1.10.0 uvicorn==0.54.0 anyio==4.16.0
               h11==0.16.0 click==8.5.1 idna==3.20 sniffio==1.3.1 typing_extensions==4.16.0
-              altgraph==0.17.5 packaging==26.3 setuptools==65.5.0)
+              altgraph==0.17.5 packaging==26.3 setuptools==65.5.0 llguidance==1.9.1)
 
 log() { echo "build_arm_stub: $*" >&2; }
 HOST_PY=python3
@@ -55,7 +55,8 @@ if [ ! -f "$BUILD_SITE/.stamp" ] || [ "$(cat "$BUILD_SITE/.stamp")" != "$stamp" 
     mkdir -p "$BUILD_SITE" "$CACHE/build-wheels"
     # --no-deps: numpy/numba/llvmlite are already in root/site; the list above is the full closure
     "$HOST_PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --no-deps \
-        --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --platform linux_aarch64 \
+        --platform manylinux_2_31_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+        --platform linux_aarch64 \
         --python-version 3.11 --implementation cp -d "$CACHE/build-wheels" "${BUILD_WHEELS[@]}" >&2
     for whl in "$CACHE/build-wheels"/*.whl; do
         "$HOST_PY" -m zipfile -e "$whl" "$BUILD_SITE"

@@ -268,3 +268,34 @@ def test_user_errors_from_the_executable(exe, home, tmp_path):
     assert len(r.stderr.decode().strip().splitlines()) == 1
     r = run_clean(exe, "--no-such-flag", home=home)
     assert r.returncode == 2 and b"Traceback" not in r.stderr
+
+
+def test_structured_output_from_the_executable(exe, home):
+    """The bundled server compiles grammars (llguidance is in the stub, with the metadata it reads at
+    import): a forced tool call and a JSON-schema reply come back valid."""
+    import json
+
+    from server_helpers import free_port, httpx, wait_healthy
+    port = free_port()
+    pre = ["env", "-i", f"PATH={CLEAN_PATH}", f"HOME={home}"]
+    proc = subprocess.Popen(pre + [str(exe), "--server", "--port", str(port)], cwd="/", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}
+        r = httpx.post(url + "/v1/chat/completions", timeout=300, json={
+            "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [tool],
+            "tool_choice": "required", "parallel_tool_calls": False, "temperature": 0, "max_tokens": 40})
+        assert r.status_code == 200, r.text
+        call = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]
+        assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
+        r = httpx.post(url + "/v1/chat/completions", timeout=300, json={
+            "messages": [{"role": "user", "content": "A number as JSON."}], "temperature": 0, "max_tokens": 20,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {
+                "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}})
+        assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"])["n"], int)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -329,3 +329,24 @@ def test_real_vocabulary_round_trip(vocab, reply, fmt):
     assert complete or any(state.allows(e) for e in model.tokenizer.eog_ids)
     assert complete == (fmt is MISTRAL)       # after "]" nothing may follow; after </tool_call> another call may
     assert parser.content == (reply[:reply.index("<tool_call>")] if fmt is HERMES else "")
+
+
+def test_tool_use_template_from_the_gguf():
+    """A GGUF may carry a second template for requests with tools (tokenizer.chat_template.tool_use, as
+    Hermes 2 Pro's do): used for those, as llama.cpp does; --chat-template still wins."""
+    from runtime.api_schema import GenOptions
+    from runtime.sampler import SamplingParams
+    from runtime.structured import plan_chat
+    model = VocabOnly(ROOT / "data" / "vocab" / "qwen3-vocab.gguf")
+    model.gguf.metadata["tokenizer.chat_template.tool_use"] = TEMPLATES["NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use"]
+    t = ChatTemplate.for_model(model)
+    ask = [{"role": "user", "content": "Weather?"}]
+    gen = GenOptions(SamplingParams(), -1)
+
+    def prompt(template, tools):
+        return model.tokenizer.detokenize(plan_chat(model, template, ask, gen, tools).prompt_ids)
+    assert "You are a function calling AI model" in prompt(t, TOOLS)
+    assert "function calling" not in prompt(t, None) and "function calling" not in prompt(t, ToolRequest(
+        TOOLS.functions, "none"))
+    override = ChatTemplate(TEMPLATES["Qwen-Qwen2.5-7B-Instruct"])
+    assert "You are Qwen" in prompt(override, TOOLS)

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Decode speed with and without a constraint (response_format json_object), on the real models.
+
+    .venv/bin/python scripts/bench_constraint.py [--models smollm2 gemma3] [--tokens 96] [--repeats 5]
+                                                 [--temperature 0]
+
+For each model, runs alternate between unconstrained and json_object generation of the same prompt
+(greedy by default, else llama.cpp's other sampling defaults with --temperature and a fixed seed; the
+same chat prompt, cache not reused), and report per run the decode rate ((n - 1) / decode
+time, as llama.cpp's timings count it) and the time spent in the sampler per token (Sampler.sample +
+accept: the constraint's whole cost lives there). Prints the medians, the spread, and the ratio
+constrained / unconstrained. The machine's load is printed beside them: run it on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import fetch_models  # noqa: E402
+import runtime  # noqa: E402
+from runtime import generate as generate_module  # noqa: E402
+from runtime.chat_template import ChatTemplate, chat_prompt_ids  # noqa: E402
+from runtime.constraint import Spec, compile_spec, vocabulary  # noqa: E402
+from runtime.sampler import Sampler, SamplingParams  # noqa: E402
+
+PROMPT = "Describe three people (name, age, city, job, hobbies) as a JSON object."
+GEMMA3_IT = "gemma3"
+
+
+class TimedSampler(Sampler):
+    """The real Sampler, timing its two calls."""
+    spent = 0.0
+
+    def sample(self, logits, history):
+        t0 = time.perf_counter()
+        try:
+            return super().sample(logits, history)
+        finally:
+            TimedSampler.spent += time.perf_counter() - t0
+
+    def accept(self, token):
+        t0 = time.perf_counter()
+        try:
+            return super().accept(token)
+        finally:
+            TimedSampler.spent += time.perf_counter() - t0
+
+
+def run(model, session, ids, constraint, max_tokens, temperature=0.0):
+    session.truncate(0)
+    TimedSampler.spent = 0.0
+    g = generate_module.generate(model, session, ids, SamplingParams(temperature=temperature, seed=1),
+                                 max_tokens=max_tokens, constraint=constraint)
+    for _ in g:
+        pass
+    n = g.n_generated
+    return (n - 1) / g.t_generate, TimedSampler.spent / n * 1e3, n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["smollm2", "gemma3"])
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    args = ap.parse_args()
+    generate_module.Sampler = TimedSampler
+    for name in args.models:
+        model = runtime.load(fetch_models.model_path(name))
+        if name == GEMMA3_IT:    # the GGUF is the base model: render Google's instruct template
+            from make_template_goldens import GEMMA3_IT_TEMPLATE
+            tok = model.tokenizer
+            template = ChatTemplate(GEMMA3_IT_TEMPLATE, tok.tokens[tok.bos_id], tok.tokens[tok.eos_id])
+        else:
+            template = ChatTemplate.for_model(model)
+        ids = chat_prompt_ids(model, template, [{"role": "user", "content": PROMPT}])
+        session = model.new_session(1024)
+        t0 = time.perf_counter()
+        vocab = vocabulary(model.tokenizer, model.config.vocab_size)
+        t_vocab = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        constraint = compile_spec(Spec("json_object", None, "response_format"), vocab)
+        t_compile = time.perf_counter() - t0
+        run(model, session, ids, None, 8)                       # warm up the kernels
+        rates = {"none": [], "json_object": []}
+        sampler_ms = {"none": [], "json_object": []}
+        lengths = {"none": [], "json_object": []}
+        for _ in range(args.repeats):
+            for kind, c in (("none", None), ("json_object", constraint)):
+                rate, ms, n = run(model, session, ids, c, args.tokens, args.temperature)
+                rates[kind].append(rate)
+                sampler_ms[kind].append(ms)
+                lengths[kind].append(n)
+        print(f"{name} (temperature {args.temperature:g}): vocab {model.config.vocab_size}, vocabulary built in "
+              f"{t_vocab:.2f} s, json_object compiled in {t_compile * 1e3:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+        for kind in rates:
+            r = rates[kind]
+            print(f"  {kind:12s} decode {statistics.median(r):6.1f} tok/s (min {min(r):.1f}, max {max(r):.1f}), "
+                  f"sampler {statistics.median(sampler_ms[kind]):.3f} ms/token, tokens {lengths[kind]}")
+        ratio = statistics.median(rates["json_object"]) / statistics.median(rates["none"])
+        pairs = [c / u for c, u in zip(rates["json_object"], rates["none"])]
+        print(f"  ratio json_object / none: {ratio:.3f} (per pair: {', '.join(f'{p:.2f}' for p in pairs)})")
+
+
+if __name__ == "__main__":
+    main()
