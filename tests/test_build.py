@@ -292,9 +292,11 @@ def test_structured_output_from_the_executable(exe, home):
         call = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]
         assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
         r = httpx.post(url + "/v1/chat/completions", timeout=300, json={
-            "messages": [{"role": "user", "content": "A number as JSON."}], "temperature": 0, "max_tokens": 20,
+            "messages": [{"role": "user", "content": "A number as JSON."}], "temperature": 0, "max_tokens": 40,
             "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {
-                "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}})
+                "type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+                "required": ["n"]}}}})
+        assert r.json()["choices"][0]["finish_reason"] == "stop", r.text
         assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"])["n"], int)
     finally:
         proc.terminate()
