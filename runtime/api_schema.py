@@ -505,12 +505,15 @@ def _message_calls(i: int, calls) -> list[dict]:
     checked = []
     for j, c in enumerate(calls):
         fn = c.get("function") if isinstance(c, dict) else None
+        arguments = fn.get("arguments") if isinstance(fn, dict) else None
+        if isinstance(arguments, dict):          # ollama's clients send the object itself
+            arguments = json.dumps(arguments, ensure_ascii=False)
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or \
-                not isinstance(fn.get("arguments", ""), str) or not isinstance(c.get("id", ""), str):
+                not isinstance(arguments, (str, type(None))) or not isinstance(c.get("id", ""), str):
             raise APIError(400, f"'{name}[{j}]' must be {{\"id\": string, \"type\": \"function\", \"function\": "
                                 '{"name": string, "arguments": JSON text}}', param=f"{name}[{j}]")
         checked.append({"id": c.get("id") or f"call_{i}_{j}", "type": "function",
-                        "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"}})
+                        "function": {"name": fn["name"], "arguments": arguments or "{}"}})
     return checked
 
 

@@ -350,3 +350,23 @@ def test_tool_use_template_from_the_gguf():
         TOOLS.functions, "none"))
     override = ChatTemplate(TEMPLATES["Qwen-Qwen2.5-7B-Instruct"])
     assert "You are Qwen" in prompt(override, TOOLS)
+
+
+def test_request_messages_with_tool_calls():
+    """Assistant tool calls come back as OpenAI sends them (arguments as JSON text, content null) or as
+    ollama's clients do (arguments as an object); tool results need the id of their call."""
+    from runtime.api_schema import APIError, Limits, chat_request
+    limits = Limits(n_ctx=512, vocab_size=100)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": "é"}}}
+    req = chat_request({"messages": [{"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": None, "tool_calls": [call]},
+                                     {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "ok"}]}],
+                        "tools": [{"type": "function", "function": {"name": "f"}}]}, limits)
+    assert req.messages[1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": "é"}'}}]}
+    assert req.messages[2] == {"role": "tool", "content": "ok", "tool_call_id": "c1"}
+    assert req.tools.functions[0].parameters == {"type": "object", "properties": {}}
+    with pytest.raises(APIError, match="tool_call_id"):
+        chat_request({"messages": [{"role": "tool", "content": "ok"}]}, limits)
+    with pytest.raises(APIError, match="content"):
+        chat_request({"messages": [{"role": "assistant", "content": None}]}, limits)
