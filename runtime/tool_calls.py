@@ -1,7 +1,7 @@
 """Tool calls: the call formats models are trained on, the grammar that keeps a call valid, and the parser
 that turns generated text back into OpenAI's `tool_calls`, incrementally (for streaming) or at once.
 
-    fmt = detect_format(template_source)              # HERMES, LLAMA3, MISTRAL, or GENERIC
+    fmt = detect_format(rendered_call, name)          # HERMES, LLAMA3, MISTRAL, or GENERIC
     grammar = call_grammar(fmt, tools, vocab_ids)     # Lark text for runtime.constraint
     parser = CallParser(fmt, open_token_id)
     for piece in generation:  events = parser.feed(piece.token_id, piece.text)   # Content / CallStart / CallArgs
@@ -23,6 +23,7 @@ llama.cpp's common/chat.cpp parses); the code is ours.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -84,18 +85,20 @@ MISTRAL = CallFormat("mistral", "[TOOL_CALLS]", "", "arguments", as_list=True, i
 GENERIC = CallFormat("generic", "<tool_call>", "</tool_call>", "arguments", native=False)
 
 
-def detect_format(source: str, renders_tools: bool) -> CallFormat:
-    """The call format a chat template's source implies. A template that does not render `tools`
-    (`renders_tools` False, see runtime/tool_prompt.py), or uses a format not listed here (XML
-    arguments, `[ARGS]`, `<|tool_call|>`), gets GENERIC."""
-    if not renders_tools:
+def detect_format(rendered_call: str | None, name: str) -> CallFormat:
+    """The call format a chat template writes, read from how it renders a past call of function `name`
+    with arguments {...} (`rendered_call`; None when the template does not render tools and calls, see
+    runtime/tool_prompt.py). A format not listed here (XML arguments, `[ARGS]`, `<tool_calls>[...]`,
+    `<|tool_call|>`, ...) gets GENERIC: it is what the model would write that decides, and the same
+    marker with other insides (GLM's `<tool_call>name<arg_key>`) is another format."""
+    if rendered_call is None:
         return GENERIC
-    if "<tool_call>" in source and "<function=" not in source:
-        return HERMES
-    if "[TOOL_CALLS]" in source and "[ARGS]" not in source:
-        return MISTRAL
-    if "<|python_tag|>" in source or '{"name": function name, "parameters"' in source:
-        return LLAMA3
+    n = re.escape(json.dumps(name))
+    for fmt, pattern in ((HERMES, r"<tool_call>\s*\{\s*\"name\":\s*" + n + r"\s*,\s*\"arguments\":"),
+                         (MISTRAL, r"\[TOOL_CALLS\]\s*\[\s*\{\s*\"name\":\s*" + n + r"\s*,\s*\"arguments\":"),
+                         (LLAMA3, r"\{\s*\"name\":\s*" + n + r"\s*,\s*\"parameters\":")):
+        if re.search(pattern, rendered_call):
+            return fmt
     return GENERIC
 
 

@@ -25,6 +25,7 @@ from .chat_template import ChatTemplate, ChatTemplateError
 from .tool_calls import GENERIC, CallFormat, ToolRequest, detect_format
 
 _PROBE = "chatfile_probe_d41d8c"      # a name no template writes by itself
+_PROBE_CALL = _PROBE + "_call"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Capabilities:
     system_role: bool        # a system message's text reaches the prompt
     tools: bool              # `tools` reach the prompt
     tool_calls: bool         # an assistant message's tool_calls reach the prompt
+    call_render: str | None = None   # how it writes a past call of _PROBE_CALL (when tools and calls reach it)
 
 
 def capabilities(template: ChatTemplate) -> Capabilities:
@@ -43,26 +45,29 @@ def capabilities(template: ChatTemplate) -> Capabilities:
                                                  "parameters": {"type": "object", "properties": {}}}}
         call = {"role": "assistant", "content": "", "tool_calls": [{
             "id": "abcdefghi", "type": "function",
-            "function": {"name": _PROBE + "_call", "arguments": {"x": 1}}}]}
+            "function": {"name": _PROBE_CALL, "arguments": {"x": 1}}}]}
+        call_render = _render(template, [user, call], tools=[tool])
         caps = Capabilities(
-            system_role=_renders(template, [{"role": "system", "content": _PROBE + "_sys"}, user], _PROBE + "_sys"),
-            tools=_renders(template, [user], _PROBE + "_fn", tools=[tool]),
-            tool_calls=_renders(template, [user, call], _PROBE + "_call", tools=[tool]))
+            system_role=_PROBE + "_sys" in (_render(template, [{"role": "system", "content": _PROBE + "_sys"},
+                                                               user]) or ""),
+            tools=_PROBE + "_fn" in (_render(template, [user], tools=[tool]) or ""),
+            tool_calls=_PROBE_CALL in (call_render or ""))
+        if caps.tools and caps.tool_calls:
+            caps = Capabilities(caps.system_role, True, True, call_render)
         template._capabilities = caps
     return caps
 
 
-def _renders(template: ChatTemplate, messages: list, needle: str, **extra) -> bool:
+def _render(template: ChatTemplate, messages: list, **extra) -> str | None:
     try:
-        return needle in template.render(messages, add_generation_prompt=False, **extra)
+        return template.render(messages, add_generation_prompt=False, **extra)
     except ChatTemplateError:
-        return False
+        return None
 
 
 def call_format(template: ChatTemplate) -> CallFormat:
     """The format the model is asked to call tools in (runtime/tool_calls.py)."""
-    caps = capabilities(template)
-    return detect_format(template.source, caps.tools and caps.tool_calls)
+    return detect_format(capabilities(template).call_render, _PROBE_CALL)
 
 
 def template_messages(template: ChatTemplate, messages: list[dict], request: ToolRequest | None,

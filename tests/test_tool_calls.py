@@ -370,3 +370,19 @@ def test_request_messages_with_tool_calls():
         chat_request({"messages": [{"role": "tool", "content": "ok"}]}, limits)
     with pytest.raises(APIError, match="content"):
         chat_request({"messages": [{"role": "assistant", "content": None}]}, limits)
+
+
+@pytest.mark.parametrize("template_text,fmt", [
+    # GLM's <tool_call> holds XML arguments, not JSON: the marker alone does not make the Hermes format
+    ("{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}"
+     "{% for k, v in c.function.arguments.items() %}<arg_key>{{ k }}</arg_key><arg_value>{{ v }}</arg_value>"
+     "{% endfor %}</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}{% endfor %}"
+     "{% if tools %}{{ tools | tojson }}{% endif %}", GENERIC),
+    # a template written from scratch in Hermes's shape is Hermes, whatever else it says
+    ("{% if tools %}{% for t in tools %}{{ t | tojson }}{% endfor %}{% endif %}{% for m in messages %}"
+     "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n{{ {'name': c.function.name, 'arguments': "
+     "c.function.arguments} | tojson }}\n</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}{% endfor %}",
+     HERMES),
+])
+def test_format_is_read_from_how_the_template_writes_a_call(template_text, fmt):
+    assert call_format(ChatTemplate(template_text)) is fmt
