@@ -433,7 +433,7 @@ def test_shortcuts_help_theme_and_title(open_profile):
     page.keyboard.press("Control+/")
     assert page.is_visible("#help")
     help_text = page.text_content("#help")
-    for words in ("New chat", "Stop the reply", "Focus the message box", "Search conversations"):
+    for words in ("New chat", "Stop the reply", "Focus the message box", "Search conversations", "up to 512.0 kB"):
         assert words in help_text
     page.keyboard.press("Escape")
     assert not page.is_visible("#help")

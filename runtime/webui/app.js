@@ -11,7 +11,7 @@
 "use strict";
 
 import { getJSON, streamChat, apiKey, Unauthorized } from "./api.js";
-import { readTextFile, formatBytes, FileRefused } from "./files.js";
+import { readTextFile, formatBytes, FileRefused, MAX_FILE_BYTES } from "./files.js";
 import { renderMarkdown, copyText } from "./render.js";
 import { FIELD_IDS, SAMPLING, SETTINGS, loadOverrides, parseCustom, requestBody, serverDefaults, toolCalls } from "./request.js";
 import { Sidebar } from "./sidebar.js";
@@ -321,6 +321,8 @@ function renderAttachments() {
 }
 
 function wireFiles() {
+  ui.attach.title = `Attach a text file, up to ${formatBytes(MAX_FILE_BYTES)} (or drop or paste one)`;
+  ui.fileLimit.textContent = formatBytes(MAX_FILE_BYTES);
   ui.attach.addEventListener("click", () => ui.fileInput.click());
   ui.fileInput.addEventListener("change", () => { attachFiles([...ui.fileInput.files]); ui.fileInput.value = ""; });
   ui.input.addEventListener("paste", (e) => {
