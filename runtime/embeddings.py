@@ -121,8 +121,8 @@ async def run(engine, req: EmbeddingRequest, pooling: str) -> tuple[list[np.ndar
             if not x:
                 raise APIError(400, f"input {i} is empty", param="input")
             if len(x) > engine.n_ctx:
-                raise APIError(400, f"input {i} is {len(x)} tokens but the context holds {engine.n_ctx}",
-                               param="input", code="context_length_exceeded")
+                raise APIError(400, f"input {i} is too large: {len(x)} tokens, but the context holds "
+                                    f"{engine.n_ctx}", param="input", code="context_length_exceeded")
         with engine.lock:
             return [embed(model, x, pooling, req.norm) for x in ids], sum(map(len, ids))
     return await asyncio.to_thread(work)
@@ -130,8 +130,10 @@ async def run(engine, req: EmbeddingRequest, pooling: str) -> tuple[list[np.ndar
 
 def openai_response(req: EmbeddingRequest, vectors: list[np.ndarray], n_tokens: int, model_name: str) -> dict:
     """OpenAI's embeddings list. base64: each vector's float32 bytes, as the openai client decodes them."""
-    def encode(v):
-        return base64.b64encode(v.astype("<f4").tobytes()).decode() if req.base64 else v.tolist()
-    return {"object": "list", "model": model_name,
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+    def item(i, v):
+        if req.base64:   # llama-server also names the format in each item
+            return {"object": "embedding", "index": i, "encoding_format": "base64",
+                    "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()}
+        return {"object": "embedding", "index": i, "embedding": v.tolist()}
+    return {"object": "list", "model": model_name, "data": [item(i, v) for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}

@@ -124,6 +124,8 @@ def test_native_embeddings_shape(server, models):
     objs = httpx.post(server.url + "/v1/embeddings", timeout=300, json={"input": [
         "hello world", {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]}).json()
     assert objs["data"][0]["embedding"] == objs["data"][1]["embedding"]
+    long = httpx.post(server.url + "/v1/embeddings", json={"input": [1] * (server.engine.n_ctx + 1)}, timeout=60)
+    assert long.status_code == 400 and "too large" in long.json()["error"]["message"]      # llama.cpp's words
     for bad in ({}, {"input": ""}, {"input": [[]]}, {"input": {"content": "x"}},
                 {"input": {"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}}, {"input": "x", "encoding_format": "hex"},
                 {"input": "x", "dimensions": 3}, {"input": [10**9]}, {"input": "x", "embd_normalize": "2"}):
