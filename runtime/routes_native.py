@@ -32,6 +32,7 @@ from .chat_template import ChatTemplateError
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
 from .structured import constrain
+from .tool_prompt import call_format, template_messages
 
 # llama.cpp's LLAMA_DEFAULT_SEED: the seed /props reports when each request draws a fresh one
 RANDOM_SEED = 0xFFFFFFFF
@@ -86,6 +87,11 @@ async def props(request: Request) -> Response:
         "build_info": f"chatfile {__version__}",
         "is_sleeping": False,
     })
+
+
+# variables the chat template gets from the server, which chat_template_kwargs cannot replace
+_TEMPLATE_RESERVED = frozenset({"messages", "bos_token", "eos_token", "add_generation_prompt", "raise_exception",
+                                "strftime_now", "tools"})
 
 
 # ---- /completion and /infill -----------------------------------------------------------------------
@@ -172,13 +178,27 @@ def _final(request: Request, req: api_native.CompletionRequest, index: int, ids:
 # ---- templates and embeddings ----------------------------------------------------------------------
 
 async def apply_template(request: Request) -> Response:
+    """The prompt a chat body would run, as text: its messages and tools through the chat template, with
+    llama.cpp's `add_generation_prompt` (default true) and `chat_template_kwargs` (more template
+    variables, e.g. enable_thinking)."""
     st = state(request)
-    messages = api_schema.messages_field(await json_body(request))
+    body = await json_body(request)
+    generation_prompt = api_schema.flag(body, "add_generation_prompt", True)
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise APIError(400, "'chat_template_kwargs' must be an object", param="chat_template_kwargs")
+    kwargs = {k: v for k, v in kwargs.items() if k not in _TEMPLATE_RESERVED}
+    chat = api_schema.chat_request({k: v for k, v in body.items()
+                                    if k not in ("add_generation_prompt", "chat_template_kwargs")}, st.limits)
+    template = st.engine.template
+
+    def render() -> str:
+        rendered, extra = template_messages(template, chat.messages, chat.tools, call_format(template))
+        return template.render(rendered, add_generation_prompt=generation_prompt, **{**kwargs, **extra})
     try:
-        text = await asyncio.to_thread(st.engine.template.render, messages)
+        return JSONResponse({"prompt": await asyncio.to_thread(render)})
     except ChatTemplateError as e:
         raise APIError(400, str(e), param="messages") from None
-    return JSONResponse({"prompt": text})
 
 
 async def embedding(request: Request) -> Response:

@@ -161,6 +161,14 @@ def test_apply_template_and_aliases(live_server, smollm2_model):
     messages = [{"role": "user", "content": "Hello"}]
     prompt = post(live_server, "/apply-template", {"messages": messages}).json()["prompt"]
     assert prompt.endswith("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+    # llama.cpp's add_generation_prompt, and tools rendered as the chat endpoint renders them
+    bare = post(live_server, "/apply-template", {"messages": messages, "add_generation_prompt": False}).json()
+    assert bare["prompt"] == prompt[:-len("<|im_start|>assistant\n")]
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    with_tools = post(live_server, "/apply-template", {"messages": messages, "tools": [tool]}).json()["prompt"]
+    assert "get_time" in with_tools and "get_time" not in prompt
+    n = post(live_server, "/v1/chat/completions/input_tokens", {"messages": messages, "tools": [tool]}).json()
+    assert n["input_tokens"] == len(smollm2_model.tokenize(with_tools, add_special=False))
     a = post(live_server, "/chat/completions", {"messages": messages, "max_tokens": 4, **GREEDY}).json()
     b = post(live_server, "/v1/chat/completions", {"messages": messages, "max_tokens": 4, **GREEDY}).json()
     assert a["object"] == "chat.completion" and a["choices"][0]["message"] == b["choices"][0]["message"]
