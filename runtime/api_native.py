@@ -37,7 +37,7 @@ INFILL_BATCH = 2048
 # sampler fields chatfile lacks -> the value that turns them off (anything else is refused)
 _OFF = {"typical_p": 1.0, "dynatemp_range": 0.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0,
         "top_n_sigma": -1.0, "adaptive_target": -1.0, "n_indent": 0, "t_max_predict_ms": 0,
-        "post_sampling_probs": False, "lora": [], "n_cmpl": 1, "return_progress": False, "penalize_nl": False}
+        "post_sampling_probs": False, "lora": [], "return_progress": False, "penalize_nl": False}
 # fields that change nothing in chatfile's output: tuning of the samplers above, slots, timings, ...
 _IGNORED = frozenset({"dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_base", "dry_allowed_length",
                       "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "adaptive_decay",
@@ -48,7 +48,8 @@ _SAMPLING = frozenset({"temperature", "top_k", "top_p", "min_p", "repeat_penalty
                        "presence_penalty", "frequency_penalty", "seed", "stop", "cache_prompt", "logit_bias",
                        "grammar", "json_schema"})
 _COMPLETION = _SAMPLING | _IGNORED | set(_OFF) | {
-    "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields", "ignore_eos"}
+    "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields", "ignore_eos",
+    "n_cmpl"}
 _INFILL = (_COMPLETION - {"prompt"}) | {"prompt", "input_prefix", "input_suffix", "input_extra"}
 
 
@@ -61,6 +62,7 @@ class CompletionRequest:
     response_fields: tuple[str, ...] = ()
     structure: Spec | None = None   # `grammar` (GBNF) or `json_schema`, compiled by structured.constrain
     ignore_eos: bool = False     # llama.cpp: end-of-generation tokens get a logit bias of -inf
+    n_cmpl: int = 1              # completions of each prompt
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,14 @@ def _options(body: dict, limits: Limits, known: frozenset, prompt_list: list[lis
         stream=api_schema.flag(body, "stream", False),
         return_tokens=api_schema.flag(body, "return_tokens", False),
         response_fields=tuple(fields), structure=api_schema.structure_field(sampling),
-        ignore_eos=api_schema.flag(body, "ignore_eos", False))
+        ignore_eos=api_schema.flag(body, "ignore_eos", False), n_cmpl=_n_cmpl(body, len(prompt_list)))
+
+
+def _n_cmpl(body: dict, n_prompts: int) -> int:
+    n = api_schema.number(body, "n_cmpl", 1, api_schema.MAX_CHOICES, 1, integer=True)
+    if n * max(n_prompts, 1) > MAX_PROMPTS:
+        raise APIError(400, f"{n_prompts} prompts times n_cmpl {n} is over {MAX_PROMPTS} completions", param="n_cmpl")
+    return n
 
 
 def text_logit_bias(body: dict, tokenize) -> dict:

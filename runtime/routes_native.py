@@ -114,7 +114,8 @@ async def infill(request: Request) -> Response:
 
 
 async def _complete(request: Request, req: api_native.CompletionRequest, prompts: list[list[int]]) -> Response:
-    """Each prompt generated in turn: one object (an array for several prompts), or one event stream."""
+    """Each prompt generated in turn, n_cmpl times each (with a fixed seed, the i-th completion of a
+    prompt samples with seed + i): one object, an array for several, or one event stream."""
     for ids in prompts:
         if not ids:
             raise APIError(400, "'prompt' must not be empty", param="prompt")
@@ -123,13 +124,14 @@ async def _complete(request: Request, req: api_native.CompletionRequest, prompts
     if req.ignore_eos:
         gen = api_native.with_ignore_eos(gen, model.tokenizer)
     req = replace(req, gen=gen)
+    runs = [(ids, g) for ids in prompts for g in routes_openai.choice_options(gen, req.n_cmpl)]
+    submit = state(request).engine.submit
     if req.stream:
-        jobs = [state(request).engine.submit(prompts[0], req.gen, client=client_id(request))]
-        return JobStream(jobs, _stream(request, req, prompts, jobs))
+        jobs = [submit(runs[0][0], runs[0][1], client=client_id(request))]
+        return JobStream(jobs, _stream(request, req, runs, jobs))
     results = []
-    for index, ids in enumerate(prompts):
-        job = state(request).engine.submit(ids, req.gen, client=client_id(request))
-        events = await collect_unless_disconnected(request, job)
+    for index, (ids, g) in enumerate(runs):
+        events = await collect_unless_disconnected(request, submit(ids, g, client=client_id(request)))
         if events is None:
             return client_gone()
         if isinstance(events[-1], Failed):
@@ -138,13 +140,13 @@ async def _complete(request: Request, req: api_native.CompletionRequest, prompts
     return JSONResponse(results[0] if len(results) == 1 else results)
 
 
-async def _stream(request: Request, req: api_native.CompletionRequest, prompts: list[list[int]], jobs: list):
+async def _stream(request: Request, req: api_native.CompletionRequest, runs: list, jobs: list):
     """llama.cpp's /completion events: one per token, then the closing object; no `data: [DONE]`."""
     st = state(request)
     tok = st.engine.model.tokenizer
-    for index, ids in enumerate(prompts):
+    for index, (ids, g) in enumerate(runs):
         if index:
-            jobs.append(st.engine.submit(ids, req.gen, client=client_id(request)))
+            jobs.append(st.engine.submit(ids, g, client=client_id(request)))
         pieces = []
         async for item in jobs[-1].stream():
             if isinstance(item, Failed):

@@ -66,6 +66,14 @@ def test_prompt_as_ids_and_as_a_mix_equals_text(live_server, smollm2_model):
     # several prompts: an array of results, in order
     both = post(live_server, "/completion", {"prompt": [PROMPT, ids], "n_predict": 6, **GREEDY}).json()
     assert [b["index"] for b in both] == [0, 1] and {b["content"] for b in both} == texts
+    # n_cmpl completions of each prompt, prompt by prompt; with a seed, the i-th samples with seed + i
+    runs = post(live_server, "/completion", {"prompt": [PROMPT, "Once upon a time"], "n_cmpl": 2, "n_predict": 6,
+                                             "seed": 3, "temperature": 1.0, "cache_prompt": False}).json()
+    assert [r["index"] for r in runs] == [0, 1, 2, 3] and runs[0]["prompt"] == runs[1]["prompt"] == PROMPT
+    assert runs[0]["content"] != runs[1]["content"]
+    again = post(live_server, "/completion", {"prompt": PROMPT, "n_predict": 6, "seed": 4, "temperature": 1.0,
+                                              "cache_prompt": False}).json()
+    assert again["content"] == runs[1]["content"]
 
 
 def test_stream_events_match_the_whole_answer(live_server):
