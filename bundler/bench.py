@@ -104,14 +104,14 @@ def run(args) -> int:
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     t0 = time.perf_counter()
     try:
-        model = runtime.load(args.model, n_ctx=p + n + 1, n_threads=threads)
+        model = runtime.load(args.model, n_threads=threads)
     except (GGUFError, ModelError) as e:
         print(f"chatfile bench: {args.model}: {e}", file=sys.stderr)
         return 2
     load_s = time.perf_counter() - t0
     bos = model.gguf.metadata.get(Keys.BOS_ID)
     prompt = bench_prompt(p, model.config.vocab_size, bos)
-    session = model.new_session()
+    session = model.new_session(p + n + 1)
 
     start = bos if bos is not None else 0
     _round(session, prompt, n, start)                   # warm-up: compiles or loads the kernels

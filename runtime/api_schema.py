@@ -47,6 +47,7 @@ class GenOptions:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None        # number of top alternatives per token; None: no logprobs at all
     cache_prompt: bool = True          # llama.cpp's field: false re-evaluates the whole prompt
+    n_keep: int = 0                    # llama.cpp's: positions a context shift keeps (-1: the whole prompt)
     logit_bias: dict[int, float] | None = None   # token id -> added to its logit (sampler.Sampler)
     constraint: object | None = None   # a compiled output constraint (sampler.Sampler), opaque here
 
@@ -83,6 +84,7 @@ class Limits:
     vocab_size: int
     defaults: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = -1
+    n_keep: int = 0                    # --keep: what a request that sets no n_keep gets
 
 
 # ---- body -> dict ---------------------------------------------------------------------------------
@@ -249,8 +251,8 @@ _COMMON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
     "n", "stream", "stream_options", "user", "store", "metadata",
     "top_k", "min_p", "repeat_penalty", "repeat_last_n", "cache_prompt", "logit_bias", "json_schema", "grammar",
-    # llama.cpp fields that change nothing here (one slot queue, a fixed sampler order): accepted, as
-    # llama-server clients send them
+    # llama.cpp fields llama-server clients send: n_keep is read (the context shift); the others change
+    # nothing here (slots are chosen by prompt, the sampler order is fixed) and are accepted
     "id_slot", "n_keep", "n_discard", "samplers", "n_cache_reuse", "min_keep", "timings_per_token",
 })
 _CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "response_format", "tools",
@@ -281,7 +283,8 @@ def _gen_options(body: dict, limits: Limits, logprobs: int | None) -> GenOptions
         max_tokens = _int(body, "max_completion_tokens", 1, limits.n_ctx, None)
     return GenOptions(params=params, max_tokens=limits.max_tokens if max_tokens is None else max_tokens,
                       stop=_stop(body), logprobs=logprobs, cache_prompt=_bool(body, "cache_prompt", True),
-                      logit_bias=_logit_bias(body, limits.vocab_size))
+                      logit_bias=_logit_bias(body, limits.vocab_size),
+                      n_keep=_int(body, "n_keep", -1, limits.n_ctx, limits.n_keep))
 
 
 def _logit_bias(body: dict, vocab_size: int) -> dict[int, float] | None:

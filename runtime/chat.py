@@ -98,7 +98,7 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
     stops = [s for s in {template.eos_token, "<|im_end|>" if template.source == CHATML else ""} if s]
     system = [{"role": "system", "content": options.system}] if options.system else []
     messages = list(system)
-    session = model.new_session()
+    session = model.new_session(options.n_ctx)
     stop_flag = StopFlag()
     lock = lock or contextlib.nullcontext()
 
@@ -137,7 +137,8 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
         messages.append({"role": "user", "content": text})
         try:
             ids = chat_prompt_ids(model, template, messages)
-            gen = generate(model, session, ids, options.params, max_tokens=options.max_tokens, stop=stops)
+            gen = generate(model, session, ids, options.params, max_tokens=options.max_tokens, stop=stops,
+                           context_shift=options.context_shift, n_keep=options.n_keep)
         except PromptTooLong as e:
             messages.pop()
             term.note(f"the conversation no longer fits: {e}. /clear to start over")

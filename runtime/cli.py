@@ -11,6 +11,9 @@ Defaults (llama.cpp's): --temp 0.8 (one-shot, server and chat alike: llamafile's
 models loop under greedy decoding), --top-k 40, --top-p 0.95, --min-p 0.05, --repeat-penalty 1.0 over
 --repeat-last-n 64, -n -1 (until end of generation or a full context), -s -1 (random seed).
 -c: 8192 (llamafile's default) capped at the model's trained context; -c 0 is the trained context.
+-np N: the server generates N replies at once, each in a slot of its own -c positions (-c sizes each
+slot, unlike llama-server, which splits -c among its slots: adding slots never shortens a conversation;
+KV memory grows with the positions used, up to N x -c).
 User errors (bad flag, missing or damaged model, unreadable prompt file) print one line on stderr and
 exit 2.
 """
@@ -25,6 +28,7 @@ from .options import DEFAULT_HOST, DEFAULT_PORT, PORT_SCAN, ChatOptions, LaunchO
 from .sampler import SamplingParams
 
 DEFAULT_CTX = 8192
+MAX_SLOTS = 64
 
 
 class UsageError(Exception):
@@ -59,7 +63,13 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
     g.add_argument("--frequency-penalty", type=float, default=0.0, metavar="X", help="(default: 0.0)")
     g.add_argument("-s", "--seed", type=int, default=-1, metavar="N", help="-1 = random (default: -1)")
     g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
-                   help=f"context size, 0 = the model's (default: {DEFAULT_CTX}, at most the model's)")
+                   help=f"context size (of each server slot), 0 = the model's (default: {DEFAULT_CTX}, at "
+                        "most the model's)")
+    g.add_argument("--context-shift", action=argparse.BooleanOptionalAction, default=False,
+                   help="when a reply fills the context, drop the older half of it (after --keep tokens) "
+                        "and go on, instead of stopping (default: off)")
+    g.add_argument("--keep", type=int, default=0, metavar="N",
+                   help="tokens of the prompt a context shift keeps, -1 = all (default: 0, plus BOS)")
     g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all)")
     c = ap.add_argument_group("chat")
     c.add_argument("--system", metavar="TEXT", help="system prompt for the terminal chat")
@@ -76,6 +86,10 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
                    help="how /v1/embeddings pools a text's tokens (default: the model's own, else mean)")
     s.add_argument("--embedding", "--embeddings", dest="embeddings", action="store_true",
                    help="accepted for llama-server scripts; the embeddings endpoints are always on")
+    s.add_argument("-np", "--parallel", type=int, default=1, metavar="N",
+                   help="requests generated at once, each in its own slot of -c positions (default: 1)")
+    s.add_argument("--slots", action="store_true",
+                   help="GET /slots also shows the prompt text of each slot (default: state only)")
     ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
     return ap
 
@@ -89,10 +103,19 @@ def sampling_params(args) -> SamplingParams:
                           seed=None if args.seed < 0 else args.seed)
 
 
-def chat_options(args) -> ChatOptions:
+def context_size(args, model) -> int:
+    """-c as given, 0 = the trained context; unset: DEFAULT_CTX, unless the model was trained on less."""
+    trained = model.config.context_length
+    if args.ctx_size is None:
+        return min(DEFAULT_CTX, trained)
+    return args.ctx_size or trained
+
+
+def chat_options(args, n_ctx: int) -> ChatOptions:
     system = _utf8_argument(args.system, "--system") if args.system else None
     return ChatOptions(params=sampling_params(args), max_tokens=args.n_predict, system=system,
-                       chat_template=args.chat_template)
+                       chat_template=args.chat_template, n_ctx=n_ctx, context_shift=args.context_shift,
+                       n_keep=args.keep)
 
 
 def api_keys(value: str | None) -> tuple[str, ...]:
@@ -104,10 +127,12 @@ def api_keys(value: str | None) -> tuple[str, ...]:
     return keys
 
 
-def server_options(args, model_path: str) -> ServerOptions:
+def server_options(args, model_path: str, n_ctx: int) -> ServerOptions:
     return ServerOptions(host=args.host or DEFAULT_HOST, api_keys=api_keys(args.api_key),
                          chat_template=args.chat_template, defaults=sampling_params(args),
-                         max_tokens=args.n_predict, model_path=model_path, pooling=args.pooling)
+                         max_tokens=args.n_predict, model_path=model_path, pooling=args.pooling, n_ctx=n_ctx,
+                         n_slots=args.parallel, context_shift=args.context_shift, n_keep=args.keep,
+                         slots_prompts=args.slots)
 
 
 def launch_options(args, interactive: bool) -> LaunchOptions:
@@ -121,6 +146,14 @@ def check_args(args) -> None:
     """Mistakes found before the model loads."""
     if args.prompt is not None and args.file is not None:
         raise UsageError("give the prompt with -p or -f, not both")
+    if args.ctx_size is not None and args.ctx_size < 0:
+        raise UsageError(f"-c/--ctx-size must be 0 or more, got {args.ctx_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"-t/--threads must be 1 or more, got {args.threads}")
+    if not 1 <= args.parallel <= MAX_SLOTS:
+        raise UsageError(f"-np/--parallel must be between 1 and {MAX_SLOTS}, got {args.parallel}")
+    if args.keep < -1:
+        raise UsageError(f"--keep must be -1 or more, got {args.keep}")
     api_keys(args.api_key)
 
 
@@ -166,35 +199,27 @@ def load_model(args, embedded):
     path, offset = find_model(args.model, embedded)
     if not os.path.isfile(path):
         raise UsageError(f"model file not found: {path}")
-    if args.ctx_size is not None and args.ctx_size < 0:
-        raise UsageError(f"-c/--ctx-size must be 0 or more, got {args.ctx_size}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"-t/--threads must be 1 or more, got {args.threads}")
     t0 = time.perf_counter()
     try:
-        if args.ctx_size is None:         # DEFAULT_CTX, unless the model was trained on less
-            model = load(path, offset=offset, n_ctx=DEFAULT_CTX, n_threads=args.threads)
-            if model.config.context_length < DEFAULT_CTX:
-                model = load(path, offset=offset, n_ctx=None, n_threads=args.threads)
-        else:
-            model = load(path, offset=offset, n_ctx=args.ctx_size or None, n_threads=args.threads)
+        model = load(path, offset=offset, n_threads=args.threads)
     except (GGUFError, ModelError, TokenizerError) as e:
         raise UsageError(f"cannot load {path}: {e}") from None
-    log(args, f"loaded {path} in {time.perf_counter() - t0:.2f} s: {model.config.n_ctx} context")
+    log(args, f"loaded {path} in {time.perf_counter() - t0:.2f} s: {context_size(args, model)} context")
     from . import warmup
     warmup.first_launch(model, path, offset)          # a bundle's first run on this machine only
     return model, path
 
 
-def run_prompt(model, args) -> int:
+def run_prompt(model, args, n_ctx: int) -> int:
     """One-shot: the completion alone on stdout, byte-exact UTF-8."""
     from .generate import generate
     prompt = read_prompt(args)
     ids = model.tokenize(prompt, add_special=True, parse_special=True)
     if not ids:
         raise UsageError("empty prompt: give some text with -p or -f")
-    session = model.new_session()
-    gen = generate(model, session, ids, sampling_params(args), max_tokens=args.n_predict)
+    session = model.new_session(n_ctx)
+    gen = generate(model, session, ids, sampling_params(args), max_tokens=args.n_predict,
+                   context_shift=args.context_shift, n_keep=args.keep)
     out = sys.stdout.buffer
     text_end = ""
     for piece in gen:
@@ -226,14 +251,15 @@ def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
         args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
         check_args(args)
         model, model_path = load_model(args, embedded)
+        n_ctx = context_size(args, model)
         if args.prompt is not None or args.file is not None:
-            return run_prompt(model, args)
+            return run_prompt(model, args, n_ctx)
         if args.chat:
             from . import chat
-            return chat.run(model, chat_options(args))
+            return chat.run(model, chat_options(args, n_ctx))
         from . import launch
-        return launch.run(model, server_options(args, model_path), launch_options(args, sys.stdin.isatty()),
-                          chat_options(args))
+        return launch.run(model, server_options(args, model_path, n_ctx),
+                          launch_options(args, sys.stdin.isatty()), chat_options(args, n_ctx))
     except (UsageError, BundleError, ChatTemplateError, PromptTooLong) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -82,8 +82,7 @@ class ModelConfig:
     n_kv_heads: int              # key/value heads (grouped-query attention when < n_heads)
     head_dim: int                # per-head width of q and k (attention.key_length)
     vocab_size: int
-    context_length: int          # the context the model was trained with
-    n_ctx: int                   # the context this run uses (context_length unless overridden)
+    context_length: int          # the context the model was trained with (a run's own: Session.n_ctx)
     norm_eps: float              # RMS norm epsilon
     # rotary position embedding
     rope_dim: int                # leading dimensions of each head that are rotated (n_rot)
@@ -139,9 +138,9 @@ class ModelConfig:
         return ARCHITECTURES[self.arch].label
 
     @classmethod
-    def from_gguf(cls, gguf_file, n_ctx: int | None = None) -> "ModelConfig":
-        """Read the hyperparameters of `gguf_file` (a runtime.gguf.GGUFFile); n_ctx overrides the
-        context length. Raises ModelError for an unsupported architecture or a missing required key."""
+    def from_gguf(cls, gguf_file) -> "ModelConfig":
+        """Read the hyperparameters of `gguf_file` (a runtime.gguf.GGUFFile). Raises ModelError for an
+        unsupported architecture or a missing required key."""
         meta = gguf_file.metadata
         arch = meta.get(Keys.ARCHITECTURE)
         traits = ARCHITECTURES.get(arch)
@@ -297,17 +296,15 @@ class ModelConfig:
             residual_scale = get(Keys.RESIDUAL_SCALE, 0.0, float) or 1.0
             embed_scale = get(Keys.EMBEDDING_SCALE, 0.0, float) or 1.0
 
-        if n_ctx is None:
-            n_ctx = context_length
-        if n_ctx <= 0:
-            raise ModelError(f"context length must be positive, got {n_ctx}")
+        if context_length <= 0:
+            raise ModelError(f"{arch} model: context length must be positive, got {context_length}")
 
         return cls(
             arch=arch,
             name=str(meta.get(Keys.NAME, "")),                            # default: no name
             dim=dim, hidden_dim=hidden_dim, n_layers=n_layers,
             n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-            vocab_size=vocab_size, context_length=context_length, n_ctx=int(n_ctx),
+            vocab_size=vocab_size, context_length=context_length,
             norm_eps=norm_eps,
             rope_dim=rope_dim, rope_neox=traits.rope_neox,
             rope_global=rope(rope_base, freq_scale), rope_local=rope(rope_base_local, freq_scale_local),

@@ -4,14 +4,23 @@ Three kinds of state, kept apart (as llama2.c's Config / TransformerWeights / Ru
 - `ModelConfig` (config.py): the blueprint, immutable.
 - `Model`: the weights, read-only `Tensor` views into the file's mmap (no float32 copy; only the
   small norm and bias vectors are float32 arrays).
-- `Session`: the KV cache and the activation buffers, allocated once and reused for every token.
+- `KVCache` (K and V of every layer for one or more sequences, fp16) and `Session` (one sequence's
+  cache, the tokens it holds, and the activation buffers), allocated once and reused for every token.
+  A session owns its context size; the model has none.
 
 One forward pass serves every family in config.ARCHITECTURES (llama, mistral3, granite, qwen2, qwen3,
 qwen3moe, phi3, gemma2, gemma3); their differences are fields of the config (see src/models/*.cpp in
 llama.cpp). Fused tensors (attn_qkv, phi3's gate+up ffn_up, the experts of a MoE layer) are split
-into row views of the same bytes, so the kernels see ordinary matrices. A prompt is evaluated in one
-call (`kernels.matmul` over all its positions), then each new token with `kernels.matvec`; only the
-last position goes through the output head.
+into row views of the same bytes, so the kernels see ordinary matrices.
+
+`Model.forward` evaluates a batch of rows, each a token of some sequence at some position: first
+`n_decode` rows that are one new token of their sequence each (the weight products take them one row
+at a time, `kernels.matvec`), then at most one run of prompt tokens of one sequence (`kernels.matmul`
+over all of them). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
+cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
+server's batched decode and chunked prefill give each stream what it would get alone (MoE layers
+excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
+go through the output head, one at a time.
 """
 from __future__ import annotations
 
@@ -194,13 +203,11 @@ class Model:
         )
 
     @classmethod
-    def load(cls, path, offset: int = 0, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":
-        """Open a GGUF (stand-alone, or embedded at byte `offset` of a larger file).
-
-        n_ctx overrides the context length from the metadata; n_threads the kernels' thread count
-        (default: all CPUs numba may use)."""
+    def load(cls, path, offset: int = 0, n_threads: int | None = None) -> "Model":
+        """Open a GGUF (stand-alone, or embedded at byte `offset` of a larger file). n_threads: the
+        kernels' thread count (default: all CPUs numba may use)."""
         gguf = GGUFFile(path, offset)
-        model = cls(gguf, ModelConfig.from_gguf(gguf, n_ctx=n_ctx))
+        model = cls(gguf, ModelConfig.from_gguf(gguf))
         if n_threads is not None:
             kernels.set_threads(n_threads)
         return model
@@ -213,21 +220,182 @@ class Model:
         return self.tokenizer.detokenize(ids)
 
     def new_session(self, n_ctx: int | None = None) -> "Session":
-        return Session(self, n_ctx or self.config.n_ctx)
+        """A session of n_ctx positions (default: the context the model was trained with)."""
+        return Session(self, n_ctx or self.config.context_length)
 
     def logits(self, token_ids) -> np.ndarray:
         """float32 [vocab_size]: the next-token logits after token_ids, from an empty context."""
         ids = list(token_ids)
         return Session(self, max(1, len(ids))).eval(ids)
 
+    def check_ids(self, token_ids) -> np.ndarray:
+        """token_ids as int64 [T] (T >= 1), each checked against the vocabulary."""
+        ids = np.asarray(list(token_ids), dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            raise ValueError("eval needs at least one token")
+        vocab = self.config.vocab_size
+        if ids.min() < 0 or ids.max() >= vocab:
+            bad = int(ids[(ids < 0) | (ids >= vocab)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+        return ids
 
-class _Buffers:
-    """Activations for up to `rows` positions at once; allocated once, reused every call."""
+    # ---- the forward pass ----
 
-    def __init__(self, c: ModelConfig, rows: int):
+    def _project(self, x, xq, pairs, n_decode):
+        """out = x @ W^T for each (W, out) in pairs; x [R, n]. x is rounded as llama.cpp rounds it for
+        W's type (once per distinct rounding), then the kernels multiply from the raw blocks: rows
+        0..n_decode-1 one at a time (kernels.matvec/matvecs, fused where one type allows), the rest in
+        one kernels.matmul."""
+        R = x.shape[0]
+        B = n_decode
+        rounding = self.llama_rounding
+        if B:
+            xd, xqd = x[:B], xq[:B]
+            if len(pairs) > 1 and all(w.type == pairs[0][0].type for w, _ in pairs):
+                ops.round_activations(xqd, xd, ops.ACT_KIND[pairs[0][0].type] if rounding else ops.ACT_F32)
+                ws = [w for w, _ in pairs]
+                for b in range(B):
+                    kernels.matvecs(ws, xqd[b], [out[b] for _, out in pairs])
+            else:
+                done = -1
+                for w, out in pairs:
+                    kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
+                    if kind != done:
+                        ops.round_activations(xqd, xd, kind)
+                        done = kind
+                    for b in range(B):
+                        kernels.matvec(w, xqd[b], out[b])
+        if R > B:
+            xp, xqp = x[B:], xq[B:]
+            done = -1
+            for w, out in pairs:
+                kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
+                if kind != done:
+                    ops.round_activations(xqp, xp, kind)
+                    done = kind
+                kernels.matmul(w, xqp, out[B:])
+
+    def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
+                hidden: bool = False) -> np.ndarray:
+        """Evaluate R rows: ids, seq, pos int64 [R] (token, sequence of `kv`, position in it). Rows
+        0..n_decode-1 are decode rows (at most one per sequence), the rest one prompt run of one
+        sequence at consecutive positions. Each row's K and V go into the cache; each attends to its
+        own sequence up to its position. -> float32 [L, vocab] logits of the rows `logit_rows` (int64
+        [L]), a view into buf (valid until the next call); with `hidden`, float32 [R, dim]: every
+        row's state after the final norm (embeddings), no head."""
+        c = self.config
+        eps = np.float32(c.norm_eps)
+        R = len(ids)
+        x, xn, xq = buf.x[:R], buf.xn[:R], buf.xq[:R]
+        q, k, v, att, attq = buf.q[:R], buf.k[:R], buf.v[:R], buf.att[:R], buf.attq[:R]
+        o, gate, up, hq = buf.o[:R], buf.gate[:R], buf.up[:R], buf.hq[:R]
+        residual_scale = np.float32(c.residual_scale)
+
+        def moe_project(xs, xqs, pairs):
+            # the router and shared experts see every row; a routed expert only its rows, which it
+            # multiplies as one matrix (or one vector when it got a single row, as alone)
+            rows = xs.shape[0]
+            self._project(xs, xqs, pairs, n_decode if rows == R else int(rows == 1))
+
+        # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
+        kernels.get_rows(self.token_embd, ids, x)
+        if c.embed_scale != 1.0:
+            x *= np.float32(c.embed_scale)
+
+        for il, L in enumerate(self.layers):
+            # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
+            ops.rms_norm(xn, x, L.attn_norm, eps)
+            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode)
+            if L.bq is not None:
+                q += L.bq
+            if L.bk is not None:
+                k += L.bk
+            if L.bv is not None:
+                v += L.bv
+            if L.q_norm is not None:
+                ops.head_rms_norm(q, L.q_norm, c.n_heads, eps)
+                ops.head_rms_norm(k, L.k_norm, c.n_kv_heads, eps)
+            if c.rope_layers:
+                r = kv.rope[1] if L.local else kv.rope[0]
+                ops.rope(q, pos, c.n_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
+                ops.rope(k, pos, c.n_kv_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
+            if c.attn_temp_scale:
+                ops.attn_temperature(q, pos, c.attn_temp_scale, c.attn_temp_floor)
+            ops.store_kv(kv.k[il], kv.v[il], k, v, seq, pos)
+            window = c.sliding_window if L.local else 0
+            ops.attention(att, q, kv.k[il], kv.v[il], seq, pos, window, c.q_scale, c.kq_scale, c.attn_softcap)
+            self._project(att, attq, ((L.wo, o),), n_decode)
+            if L.bo is not None:
+                o += L.bo
+            if L.post_attn_norm is not None:
+                ops.rms_norm(o, o, L.post_attn_norm, eps)
+            if residual_scale != 1:
+                o *= residual_scale
+            x += o
+
+            # feed-forward block: norm, gate and up, SiLU or GELU gate, down (or routed experts)
+            ops.rms_norm(xn, x, L.ffn_norm, eps)
+            if L.experts is not None:
+                moe.ffn(c, moe_project, L.experts, xn, o, buf.moe)
+            else:
+                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode)
+                if L.b_gate is not None:
+                    gate += L.b_gate
+                if L.b_up is not None:
+                    up += L.b_up
+                if c.ffn_gelu:
+                    ops.geglu(gate, gate, up)
+                else:
+                    ops.swiglu(gate, gate, up)
+                self._project(gate, hq, ((L.w_down, o),), n_decode)
+                if L.b_down is not None:
+                    o += L.b_down
+            if L.post_ffn_norm is not None:
+                ops.rms_norm(o, o, L.post_ffn_norm, eps)
+            if residual_scale != 1:
+                o *= residual_scale
+            x += o
+
+        if hidden:      # embeddings: every row through the final norm, no head
+            ops.rms_norm(xn, x, self.output_norm, eps)
+            return xn
+
+        # output head on the wanted rows only, each as one decode row; then granite's scale and
+        # gemma2's soft-capping
+        n = len(logit_rows)
+        hx, hxn, logits = buf.head_x[:n], buf.head_xn[:n], buf.logits[:n]
+        np.take(x, logit_rows, axis=0, out=hx)
+        ops.rms_norm(hxn, hx, self.output_norm, eps)
+        self._project(hxn, buf.head_xq[:n], ((self.output, logits),), n)
+        if self.output_bias is not None:
+            logits += self.output_bias
+        if c.logit_scale != 1.0:
+            logits *= np.float32(c.logit_scale)
+        if c.final_softcap:
+            cap = np.float32(c.final_softcap)
+            np.tanh(logits * (np.float32(1) / cap), out=logits)
+            logits *= cap
+        return logits
+
+    def shift_kv(self, kv: "KVCache", seq: int, n_keep: int, n_discard: int, n_past: int) -> None:
+        """Context shift of sequence `seq`: positions n_keep+n_discard..n_past-1 move down by n_discard,
+        their keys re-rotated as llama.cpp's K shift does (each layer with its own RoPE)."""
+        c = self.config
+        src, dst = n_keep + n_discard, n_keep
+        for il, L in enumerate(self.layers):
+            r = kv.rope[1] if L.local else kv.rope[0]
+            ops.shift_kv(kv.k[il], kv.v[il], seq, src, dst, n_past - src, c.rope_neox, r[0], r[1], r[2], *r[3:])
+
+
+class Buffers:
+    """Activations for up to `rows` rows at once (and `heads` rows through the output head); allocated
+    once, reused every call."""
+
+    def __init__(self, c: ModelConfig, rows: int, heads: int = 1):
         def z(*shape):
             return np.zeros(shape, np.float32)
         self.rows = rows
+        self.heads = heads
         self.x = z(rows, c.dim)               # residual stream
         self.xn = z(rows, c.dim)              # normalised input of a block
         self.xq = z(rows, c.dim)              # xn rounded like llama.cpp's activations
@@ -240,25 +408,51 @@ class _Buffers:
         self.gate = z(rows, c.hidden_dim)
         self.up = z(rows, c.hidden_dim)
         self.hq = z(rows, c.hidden_dim)
-        self.logits = z(1, c.vocab_size)
+        self.head_x = z(heads, c.dim)         # the rows whose logits are wanted
+        self.head_xn = z(heads, c.dim)
+        self.head_xq = z(heads, c.dim)
+        self.logits = z(heads, c.vocab_size)
         self.moe = moe.Buffers(c, rows) if c.n_experts else None
 
 
-class Session:
-    """One conversation's run state: the KV cache (`tokens` says what it holds) and scratch buffers."""
+class KVCache:
+    """K and V of every layer for `n_seqs` sequences of up to `n_ctx` positions each.
 
-    def __init__(self, model: Model, n_ctx: int):
+    k, v: uint16 [n_layers, n_seqs, n_kv_heads, n_ctx, head_dim], the fp16 bits of the values (llama.cpp's
+    default F16 cache: the values were always rounded to fp16, so storing them as fp16 halves the memory
+    and changes no number). np.zeros maps untouched pages lazily: memory grows with the positions used.
+    """
+
+    def __init__(self, model: Model, n_seqs: int, n_ctx: int):
         c = model.config
+        if n_ctx <= 0 or n_seqs <= 0:
+            raise ValueError(f"a KV cache needs positions and sequences, got {n_ctx} x {n_seqs}")
+        self.n_seqs = n_seqs
+        self.n_ctx = n_ctx
+        self.rope = model.rope_for(n_ctx)     # (global, local) ops.rope arguments for this context
+        shape = (c.n_layers, n_seqs, c.n_kv_heads, n_ctx, c.head_dim)
+        self.k = np.zeros(shape, np.uint16)
+        self.v = np.zeros(shape, np.uint16)
+
+    @staticmethod
+    def bytes_per_position(c: ModelConfig) -> int:
+        """K and V of one position of one sequence, every layer."""
+        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 2
+
+
+class Session:
+    """One conversation's run state: its sequence of a KV cache (`tokens` says what it holds) and
+    scratch buffers. Sessions made by `Model.new_session` have a cache of their own; the server's
+    engine evaluates its slots' sequences of one shared cache through `Model.forward` directly."""
+
+    def __init__(self, model: Model, n_ctx: int, kv: KVCache | None = None, seq: int = 0):
         self.model = model
         self.n_ctx = n_ctx
+        self.kv = kv if kv is not None else KVCache(model, 1, n_ctx)
+        self.seq = seq
         self.tokens: list[int] = []
-        # [n_layers, n_kv_heads, n_ctx, head_dim], values rounded to fp16 as llama.cpp's F16 cache.
-        # np.zeros maps untouched pages lazily: memory grows with the positions actually used.
-        self.k_cache = np.zeros((c.n_layers, c.n_kv_heads, n_ctx, c.head_dim), np.float32)
-        self.v_cache = np.zeros_like(self.k_cache)
-        self._one = _Buffers(c, 1)            # decode
-        self._many: _Buffers | None = None    # prefill, grown to the longest prompt seen
-        self.rope = model.rope_for(n_ctx)     # (global, local) ops.rope arguments
+        self._one = Buffers(model.config, 1)    # decode
+        self._many: Buffers | None = None       # prefill, grown to the longest prompt seen
 
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (prefix reuse); later positions get overwritten."""
@@ -268,22 +462,16 @@ class Session:
 
     def eval(self, token_ids) -> np.ndarray:
         """Append token_ids to the context; float32 [vocab_size] logits after the last of them."""
-        return self._eval(token_ids, hidden=False)
+        return self._eval(token_ids, hidden=False)[0].copy()
 
     def hidden(self, token_ids) -> np.ndarray:
         """Append token_ids to the context; float32 [T, dim]: each new position's hidden state after the
         final norm (llama.cpp's t_embd, what embedding pooling reads). No output head is applied."""
-        return self._eval(token_ids, hidden=True)
+        return self._eval(token_ids, hidden=True).copy()
 
     def _eval(self, token_ids, hidden: bool) -> np.ndarray:
-        ids = np.asarray(list(token_ids), dtype=np.int64).reshape(-1)
+        ids = self.model.check_ids(token_ids)
         T = len(ids)
-        if T == 0:
-            raise ValueError("eval needs at least one token")
-        vocab = self.model.config.vocab_size
-        if ids.min() < 0 or ids.max() >= vocab:
-            bad = int(ids[(ids < 0) | (ids >= vocab)][0])
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
         pos0 = len(self.tokens)
         if pos0 + T > self.n_ctx:
             raise ValueError(f"context full: {pos0} cached + {T} new tokens exceed n_ctx {self.n_ctx}")
@@ -291,120 +479,19 @@ class Session:
             buf = self._one
         else:
             if self._many is None or self._many.rows < T:
-                self._many = _Buffers(self.model.config, T)
+                self._many = Buffers(self.model.config, T)
             buf = self._many
-        out = self._forward(ids, pos0, buf, hidden)
+        out = self.model.forward(self.kv, buf, ids, np.full(T, self.seq, np.int64),
+                                 np.arange(pos0, pos0 + T, dtype=np.int64), n_decode=1 if T == 1 else 0,
+                                 logit_rows=np.array([T - 1], np.int64), hidden=hidden)
         self.tokens.extend(int(i) for i in ids)
         return out
 
-    # ---- the forward pass ----
-
-    def _project(self, x, xq, pairs):
-        """out = x @ W^T for each (W, out) in pairs; x [T, n]. x is rounded as llama.cpp rounds it
-        for W's type (once per distinct rounding), then the kernels multiply from the raw blocks."""
-        T = x.shape[0]
-        rounding = self.model.llama_rounding
-        if T == 1 and len(pairs) > 1 and all(w.type == pairs[0][0].type for w, _ in pairs):
-            # decode, one type: one rounding and (where the type has one) one fused kernel launch
-            ops.round_activations(xq, x, ops.ACT_KIND[pairs[0][0].type] if rounding else ops.ACT_F32)
-            kernels.matvecs([w for w, _ in pairs], xq[0], [out[0] for _, out in pairs])
-            return
-        done = -1
-        for w, out in pairs:
-            kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
-            if kind != done:
-                ops.round_activations(xq, x, kind)
-                done = kind
-            if T == 1:
-                kernels.matvec(w, xq[0], out[0])
-            else:
-                kernels.matmul(w, xq, out)
-
-    def _forward(self, ids: np.ndarray, pos0: int, buf: _Buffers, hidden: bool = False) -> np.ndarray:
-        m = self.model
-        c = m.config
-        eps = np.float32(c.norm_eps)
-        T = len(ids)
-        x, xn, xq = buf.x[:T], buf.xn[:T], buf.xq[:T]
-        q, k, v, att, attq = buf.q[:T], buf.k[:T], buf.v[:T], buf.att[:T], buf.attq[:T]
-        o, gate, up, hq = buf.o[:T], buf.gate[:T], buf.up[:T], buf.hq[:T]
-        residual_scale = np.float32(c.residual_scale)
-
-        # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
-        kernels.get_rows(m.token_embd, ids, x)
-        if c.embed_scale != 1.0:
-            x *= np.float32(c.embed_scale)
-
-        for il, L in enumerate(m.layers):
-            # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
-            ops.rms_norm(xn, x, L.attn_norm, eps)
-            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)))
-            if L.bq is not None:
-                q += L.bq
-            if L.bk is not None:
-                k += L.bk
-            if L.bv is not None:
-                v += L.bv
-            if L.q_norm is not None:
-                ops.head_rms_norm(q, L.q_norm, c.n_heads, eps)
-                ops.head_rms_norm(k, L.k_norm, c.n_kv_heads, eps)
-            if c.rope_layers:
-                r = self.rope[1] if L.local else self.rope[0]
-                ops.rope(q, pos0, c.n_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
-                ops.rope(k, pos0, c.n_kv_heads, c.head_dim, r[0], r[1], r[2], c.rope_neox, *r[3:])
-            if c.attn_temp_scale:
-                ops.attn_temperature(q, pos0, c.attn_temp_scale, c.attn_temp_floor)
-            k_cache, v_cache = self.k_cache[il], self.v_cache[il]
-            ops.store_kv(k_cache, v_cache, k, v, pos0)
-            window = c.sliding_window if L.local else 0
-            ops.attention(att, q, k_cache, v_cache, pos0, window, c.q_scale, c.kq_scale, c.attn_softcap)
-            self._project(att, attq, ((L.wo, o),))
-            if L.bo is not None:
-                o += L.bo
-            if L.post_attn_norm is not None:
-                ops.rms_norm(o, o, L.post_attn_norm, eps)
-            if residual_scale != 1:
-                o *= residual_scale
-            x += o
-
-            # feed-forward block: norm, gate and up, SiLU or GELU gate, down (or routed experts)
-            ops.rms_norm(xn, x, L.ffn_norm, eps)
-            if L.experts is not None:
-                moe.ffn(self, L.experts, xn, o, buf.moe)
-            else:
-                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)))
-                if L.b_gate is not None:
-                    gate += L.b_gate
-                if L.b_up is not None:
-                    up += L.b_up
-                if c.ffn_gelu:
-                    ops.geglu(gate, gate, up)
-                else:
-                    ops.swiglu(gate, gate, up)
-                self._project(gate, hq, ((L.w_down, o),))
-                if L.b_down is not None:
-                    o += L.b_down
-            if L.post_ffn_norm is not None:
-                ops.rms_norm(o, o, L.post_ffn_norm, eps)
-            if residual_scale != 1:
-                o *= residual_scale
-            x += o
-
-        if hidden:      # embeddings: every position through the final norm, no head
-            ops.rms_norm(xn, x, m.output_norm, eps)
-            return xn.copy()
-
-        # output head on the last position only, then granite's scale and gemma2's soft-capping
-        last = xn[T - 1:T]
-        ops.rms_norm(last, x[T - 1:T], m.output_norm, eps)
-        logits = buf.logits
-        self._project(last, xq[T - 1:T], ((m.output, logits),))
-        if m.output_bias is not None:
-            logits += m.output_bias
-        if c.logit_scale != 1.0:
-            logits *= np.float32(c.logit_scale)
-        if c.final_softcap:
-            cap = np.float32(c.final_softcap)
-            np.tanh(logits * (np.float32(1) / cap), out=logits)
-            logits *= cap
-        return logits[0].copy()
+    def shift(self, n_keep: int, n_discard: int) -> None:
+        """llama.cpp's context shift: drop cached positions n_keep..n_keep+n_discard-1 and move the
+        later ones down, their keys re-rotated to their new positions."""
+        n_past = len(self.tokens)
+        if not (0 <= n_keep and 0 < n_discard and n_keep + n_discard <= n_past):
+            raise ValueError(f"cannot discard {n_discard} positions after {n_keep} of {n_past}")
+        self.model.shift_kv(self.kv, self.seq, n_keep, n_discard, n_past)
+        del self.tokens[n_keep:n_keep + n_discard]

@@ -85,25 +85,25 @@ def route(probs: np.ndarray, n_used: int, norm: bool, scale: float) -> tuple[np.
     return chosen, weights.astype(np.float32)
 
 
-def _expert(session, gate, up, down, x, out, buf):
-    # x [n, dim] -> out [n, dim]: one SwiGLU FFN (SiLU(up) without a gate) through session._project
+def _expert(project, gate, up, down, x, out, buf):
+    # x [n, dim] -> out [n, dim]: one SwiGLU FFN (SiLU(up) without a gate) through `project`
     n = x.shape[0]
     g, u, hq = buf.gate[:n, :up.n_rows], buf.up[:n, :up.n_rows], buf.hq[:n, :up.n_rows]
     if gate is None:
-        session._project(x, buf.xq[:n], ((up, g),))
+        project(x, buf.xq[:n], ((up, g),))
         ops.swiglu(g, g, buf.ones[:n, :up.n_rows])
     else:
-        session._project(x, buf.xq[:n], ((gate, g), (up, u)))
+        project(x, buf.xq[:n], ((gate, g), (up, u)))
         ops.swiglu(g, g, u)
-    session._project(g, hq, ((down, out),))
+    project(g, hq, ((down, out),))
 
 
-def ffn(session, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> None:
-    """xn [T, dim] (the normalised residual) -> out [T, dim]: the routed experts' weighted sum."""
-    c = session.model.config
+def ffn(c, project, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> None:
+    """xn [T, dim] (the normalised residual) -> out [T, dim]: the routed experts' weighted sum.
+    c: the ModelConfig; project(x, xq, ((W, out), ...)): the forward pass's weight products."""
     T = xn.shape[0]
     probs = buf.probs[:T]
-    session._project(xn, buf.xq[:T], ((E.router, probs),))
+    project(xn, buf.xq[:T], ((E.router, probs),))
     chosen, weights = route(probs, c.n_experts_used, c.expert_norm, c.expert_weights_scale)
     if T == 1:
         _decode(session, E, xn, out, buf, chosen[0], weights[0])
@@ -114,14 +114,14 @@ def ffn(session, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> N
         n = len(rows)
         xe, down = buf.xe[:n], buf.down[:n]
         xe[:] = xn[rows]
-        _expert(session, E.gate[e] if E.gate is not None else None, E.up[e], E.down[e], xe, down, buf)
+        _expert(project, E.gate[e] if E.gate is not None else None, E.up[e], E.down[e], xe, down, buf)
         outs[rows, slots] = down * weights[rows, slots][:, None]
     out[:] = outs[:, 0]
     for i in range(1, c.n_experts_used):          # ggml_add of the views, in the chosen order
         out += outs[:, i]
     if E.shared is not None:
         down = buf.down[:T]
-        _expert(session, *E.shared, xn, down, buf)
+        _expert(project, *E.shared, xn, down, buf)
         out += down
 
 

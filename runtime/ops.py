@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from .kernels.jit import njit, prange
+from .kernels.vector_ir import f16_bits, f16_value
 
 from .ggml import GGMLType
 
@@ -64,6 +65,18 @@ def f16_round(a):
 
 def f16_round_ref(a):
     return a.astype(np.float16).astype(np.float32)
+
+
+# The KV cache holds fp16 values as their bits (uint16: numba has no float16 arrays), converted one
+# value at a time by kernels.vector_ir's f16_bits (float32 -> fp16 bits, to nearest even, overflow to
+# inf, as ggml's fp32 -> fp16) and f16_value (fp16 bits -> float32, exact). Their numpy twins:
+
+def f16_bits_ref(a):
+    return np.asarray(a, np.float32).astype(np.float16).view(np.uint16)
+
+
+def f16_value_ref(h):
+    return np.asarray(h, np.uint16).view(np.float16).astype(np.float32)
 
 
 @njit(cache=True)
@@ -218,9 +231,11 @@ def _rope_angles(cos, sin, p, theta_scale, freq_scale, factors, ext_factor, corr
 
 
 @njit(cache=True)
-def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
+def rope(x, pos, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
          ext_factor, corr_low, corr_high, mscale):
-    # x [T, n_heads * head_dim] in place; row t is at position pos0 + t; theta_scale float32
+    # x [T, n_heads * head_dim] in place; row t is at position pos[t] (int64 [T]; rows of a batch may
+    # belong to different sequences; a negative position rotates back, as llama.cpp's K shift does);
+    # theta_scale float32
     # (base^(-2/rope_dim)), freq_scale float32 (1 / linear factor), factors float32 [rope_dim/2]
     # (rope_freqs or LongRoPE factors, else ones), ext_factor, corr_low, corr_high, mscale float32
     # (YaRN; 0, 0, 0, 1 without). Pairs (2i, 2i+1) in llama.cpp's NORM mode, (i, i + rope_dim/2) in
@@ -230,7 +245,7 @@ def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
     cos = np.empty(half, np.float32)
     sin = np.empty(half, np.float32)
     for t in range(T):
-        _rope_angles(cos, sin, pos0 + t, theta_scale, freq_scale, factors, ext_factor, corr_low,
+        _rope_angles(cos, sin, pos[t], theta_scale, freq_scale, factors, ext_factor, corr_low,
                      corr_high, mscale)
         for h in range(n_heads):
             base = h * head_dim
@@ -245,14 +260,14 @@ def rope(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
                 x[t, b] = x0 * sin[i] + x1 * cos[i]
 
 
-def rope_ref(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
+def rope_ref(x, pos, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
              ext_factor=0.0, corr_low=0.0, corr_high=0.0, mscale=1.0):
     f = np.float32
     T = x.shape[0]
     half = len(factors)
     theta = np.empty((T, half), np.float32)
     for t in range(T):                           # p * theta_scale^i by repeated float32 products
-        th = f(pos0 + t)
+        th = f(pos[t])
         for i in range(half):
             theta[t, i] = th
             th = f(th * f(theta_scale))
@@ -279,20 +294,49 @@ def rope_ref(x, pos0, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
 # ---- attention -------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def store_kv(k_cache, v_cache, k, v, pos0):
-    # k, v [T, n_kv * hd] -> k_cache, v_cache [n_kv, n_ctx, hd] at positions pos0..pos0+T-1,
-    # rounded to fp16 (llama.cpp's default F16 cache)
-    n_kv, _, hd = k_cache.shape
+def store_kv(k_cache, v_cache, k, v, seq, pos):
+    # k, v float32 [T, n_kv * hd] -> k_cache, v_cache uint16 [n_seqs, n_kv, n_ctx, hd] (fp16 bits, as
+    # llama.cpp's default F16 cache): row t goes to sequence seq[t] at position pos[t]
+    _, n_kv, _, hd = k_cache.shape
     T = k.shape[0]
     for t in range(T):
         for h in range(n_kv):
-            kr = k_cache[h, pos0 + t]
-            vr = v_cache[h, pos0 + t]
+            kr = k_cache[seq[t], h, pos[t]]
+            vr = v_cache[seq[t], h, pos[t]]
             for i in range(hd):
-                kr[i] = k[t, h * hd + i]
-                vr[i] = v[t, h * hd + i]
-            _f16_round(kr)
-            _f16_round(vr)
+                kr[i] = f16_bits(k[t, h * hd + i])
+                vr[i] = f16_bits(v[t, h * hd + i])
+
+
+def store_kv_ref(k_cache, v_cache, k, v, seq, pos):
+    n_kv, hd = k_cache.shape[1], k_cache.shape[3]
+    for t in range(k.shape[0]):
+        k_cache[seq[t], :, pos[t]] = f16_bits_ref(k[t].reshape(n_kv, hd))
+        v_cache[seq[t], :, pos[t]] = f16_bits_ref(v[t].reshape(n_kv, hd))
+
+
+@njit(cache=True)
+def shift_kv(k_cache, v_cache, seq, src, dst, n, neox, theta_scale, freq_scale, factors, ext_factor, corr_low,
+             corr_high, mscale):
+    # llama.cpp's context shift for one layer: positions src..src+n-1 of sequence `seq` move to
+    # dst..dst+n-1 (dst < src) in k_cache, v_cache uint16 [n_seqs, n_kv, n_ctx, hd]; each moved key is
+    # rotated by dst - src positions (rope at that negative position with the layer's RoPE arguments,
+    # in float32, stored back as fp16: ggml's K shift). Moving in increasing order never overwrites a
+    # position still to be read.
+    _, n_kv, _, head_dim = k_cache.shape
+    k_rot = np.empty((1, n_kv * head_dim), np.float32)
+    pos = np.empty(1, np.int64)
+    pos[0] = dst - src
+    for j in range(n):
+        for h in range(n_kv):
+            for i in range(head_dim):
+                k_rot[0, h * head_dim + i] = f16_value(k_cache[seq, h, src + j, i])
+        rope(k_rot, pos, n_kv, head_dim, theta_scale, freq_scale, factors, neox, ext_factor, corr_low,
+             corr_high, mscale)
+        for h in range(n_kv):
+            for i in range(head_dim):
+                k_cache[seq, h, dst + j, i] = f16_bits(k_rot[0, h * head_dim + i])
+                v_cache[seq, h, dst + j, i] = v_cache[seq, h, src + j, i]
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -323,12 +367,11 @@ def softmax_ref(x):
 
 
 @njit(cache=True, fastmath=True)
-def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale, softcap):
-    # one (query t, head h) of `attention`, in its own function: inlined into the prange body it
-    # took numba's parallel lowering 3 s to compile on a first launch
-    hd = k_cache.shape[2]
-    kv = h // (q.shape[1] // hd // k_cache.shape[0])
-    last = pos0 + t
+def _attend(out, q, k_cache, v_cache, t, h, s, last, window, q_scale, kq_scale, softcap):
+    # one (query t, head h) of `attention`, over sequence s up to position `last`, in its own function:
+    # inlined into the prange body it took numba's parallel lowering 3 s to compile on a first launch
+    hd = k_cache.shape[3]
+    kv = h // (q.shape[1] // hd // k_cache.shape[1])
     first = max(0, last - window + 1) if window > 0 else 0
     qh = np.empty(hd, np.float32)
     for i in range(hd):
@@ -336,13 +379,13 @@ def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale, sof
     _f16_round(qh)
     scores = np.empty(last + 1 - first, np.float32)
     for j in range(first, last + 1):
-        kr = k_cache[kv, j]
-        s = np.float32(0.0)
+        kr = k_cache[s, kv, j]
+        dot = np.float32(0.0)
         for i in range(hd):
-            s += qh[i] * kr[i]
+            dot += qh[i] * f16_value(kr[i])
         if softcap != 0.0:
-            s = np.float32(math.tanh(s * (np.float32(1.0) / softcap))) * softcap
-        scores[j - first] = s * kq_scale
+            dot = np.float32(math.tanh(dot * (np.float32(1.0) / softcap))) * softcap
+        scores[j - first] = dot * kq_scale
     _softmax(scores)
     _f16_round(scores)
     acc = np.empty(hd, np.float32)
@@ -350,18 +393,20 @@ def _attend(out, q, k_cache, v_cache, t, h, pos0, window, q_scale, kq_scale, sof
         acc[i] = 0.0
     for j in range(first, last + 1):
         p = scores[j - first]
-        vr = v_cache[kv, j]
+        vr = v_cache[s, kv, j]
         for i in range(hd):
-            acc[i] += p * vr[i]
+            acc[i] += p * f16_value(vr[i])
     for i in range(hd):
         out[t, h * hd + i] = acc[i]
 
 
 @njit(parallel=True, cache=True)
-def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale, softcap):
-    # q [T, n_heads * hd], k_cache/v_cache [n_kv, n_ctx, hd] -> out [T, n_heads * hd]
-    # Causal: query t (position pos0 + t) sees keys 0..pos0+t, or only the last `window` of them
-    # (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
+def attention(out, q, k_cache, v_cache, seq, pos, window, q_scale, kq_scale, softcap):
+    # q [T, n_heads * hd], k_cache/v_cache uint16 [n_seqs, n_kv, n_ctx, hd] (fp16 bits),
+    # seq, pos int64 [T] -> out [T, n_heads * hd]
+    # Row t is the query at position pos[t] of sequence seq[t] (rows of one batch may belong to
+    # different sequences). Causal: it sees keys 0..pos[t] of its sequence, or only the last `window`
+    # of them (window > 0; llama.cpp masks p1 - p0 >= n_swa). Query head h reads key/value head
     # h // (n_heads / n_kv). As llama.cpp without flash attention: q is scaled and rounded to fp16
     # for q.K (the cache is F16), the softmax of kq_scale * q.K is rounded to fp16 for P.V.
     # softcap float32 > 0 (gemma2) caps q.K first: softcap * tanh(q.K / softcap), as ggml_scale,
@@ -370,38 +415,40 @@ def attention(out, q, k_cache, v_cache, pos0, window, q_scale, kq_scale, softcap
     # thread one contiguous range of jobs, and a causal row's work grows with t, so in plain order
     # the last thread got three quarters of a prefill's attention.
     T = q.shape[0]
-    n_heads = q.shape[1] // k_cache.shape[2]
+    n_heads = q.shape[1] // k_cache.shape[3]
     for job in prange(T * n_heads):
         i = job // n_heads
         t = i // 2 if i % 2 == 0 else T - 1 - i // 2
-        _attend(out, q, k_cache, v_cache, t, job % n_heads, pos0, window, q_scale, kq_scale, softcap)
+        _attend(out, q, k_cache, v_cache, t, job % n_heads, seq[t], pos[t], window, q_scale, kq_scale,
+                softcap)
 
 
-def attention_ref(q, k_cache, v_cache, pos0, window, q_scale, kq_scale, softcap=0.0):
+def attention_ref(q, k_cache, v_cache, seq, pos, window, q_scale, kq_scale, softcap=0.0):
     T = q.shape[0]
-    n_kv, _, hd = k_cache.shape
+    _, n_kv, _, hd = k_cache.shape
     n_heads = q.shape[1] // hd
     out = np.zeros((T, n_heads * hd), np.float32)
     for t in range(T):
-        last = pos0 + t
+        last = pos[t]
         first = max(0, last - window + 1) if window > 0 else 0
+        keys = f16_value_ref(k_cache[seq[t], :, first:last + 1])
+        values = f16_value_ref(v_cache[seq[t], :, first:last + 1])
         for h in range(n_heads):
             kv = h // (n_heads // n_kv)
             qh = f16_round_ref(q[t, h * hd:(h + 1) * hd] * np.float32(q_scale))
-            scores = k_cache[kv, first:last + 1] @ qh
+            scores = keys[kv] @ qh
             if softcap:
                 scores = np.tanh(scores * (np.float32(1) / np.float32(softcap))) * np.float32(softcap)
             scores = scores * np.float32(kq_scale)
             p = f16_round_ref(softmax_ref(scores))
-            out[t, h * hd:(h + 1) * hd] = p @ v_cache[kv, first:last + 1]
+            out[t, h * hd:(h + 1) * hd] = p @ values[kv]
     return out
 
 
-def attn_temperature(q, pos0, scale, floor):
-    # q [T, n] in place: row t (position pos0 + t) times 1 + scale * log(floor(pos / floor) + 1), the
+def attn_temperature(q, pos, scale, floor):
+    # q [T, n] in place, pos int64 [T]: row t times 1 + scale * log(floor(pos[t] / floor) + 1), the
     # Llama 4 temperature tuning of mistral3 (llm_graph_input_attn_temp, computed in double there)
-    pos = np.arange(pos0, pos0 + q.shape[0], dtype=np.float64)
-    steps = np.floor(pos.astype(np.float32) / np.float32(floor)).astype(np.float64)
+    steps = np.floor(np.asarray(pos).astype(np.float32) / np.float32(floor)).astype(np.float64)
     temp = np.log(steps + 1.0) * np.float64(np.float32(scale)) + 1.0
     q *= temp.astype(np.float32)[:, None]
 

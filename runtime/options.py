@@ -22,6 +22,9 @@ class ChatOptions:
     params: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = -1               # per reply; -1: until end of generation or a full context
     system: str | None = None          # system prompt
+    n_ctx: int | None = None           # the conversation's context; None: the model's trained context
+    context_shift: bool = False        # a reply that fills the context shifts it instead of stopping
+    n_keep: int = 0                    # prompt tokens a context shift keeps (-1: all)
     chat_template: str | None = None   # Jinja text, a file, or "chatml"; None: the model's own
 
 
@@ -37,6 +40,11 @@ class ServerOptions:
     max_tokens: int = -1
     model_path: str = ""               # shown by GET /props (the file name only)
     pooling: str | None = None         # embeddings: --pooling; None: the GGUF's, else "mean"
+    n_ctx: int | None = None           # positions per slot; None: the model's trained context
+    n_slots: int = 1                   # sequences generated at once (--parallel)
+    context_shift: bool = False        # a full slot shifts its context instead of ending with "length"
+    n_keep: int = 0                    # prompt tokens a context shift keeps by default (-1: all)
+    slots_prompts: bool = False        # GET /slots shows each slot's prompt text (--slots)
 
 
 @dataclass(frozen=True)

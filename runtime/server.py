@@ -94,9 +94,11 @@ def model_name(model) -> str:
 
 def create_app(model, options: ServerOptions = ServerOptions()) -> tuple[Guard, Engine]:
     """The ASGI app (guard + routes) and the Engine behind it; the engine starts warming up at once."""
-    engine = Engine(model, model_name(model), max_queue=options.max_queue, chat_template=options.chat_template)
+    engine = Engine(model, model_name(model), n_slots=options.n_slots, n_ctx=options.n_ctx,
+                    max_queue=options.max_queue, chat_template=options.chat_template,
+                    context_shift=options.context_shift)
     limits = api_schema.Limits(n_ctx=engine.n_ctx, vocab_size=engine.vocab_size,
-                               defaults=options.defaults, max_tokens=options.max_tokens)
+                               defaults=options.defaults, max_tokens=options.max_tokens, n_keep=options.n_keep)
     routes = [route for family in API_FAMILIES for route in family.ROUTES] + webui_routes()
     app = Starlette(routes=routes, exception_handlers={
         APIError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _bug})

@@ -1,32 +1,56 @@
-"""The server's one model: a single worker thread runs one generation at a time, in arrival order.
+"""The server's model: N slots, each with its own sequence of one KV cache, run by one worker thread with
+continuous batching (llama-server's `--parallel N`).
 
-Why one worker and one Session: the model and its KV cache are not shared between threads (numba's
-parallel kernels must not be entered from two threads at once), and keeping one Session is what lets a
-continuing conversation reuse the KV cache of its shared prefix (runtime.generate does the matching).
-Requests wait in the executor's FIFO queue, so none is lost; the event loop never blocks on the model,
-so /health answers while a generation runs.
+A request becomes a Job. The worker admits waiting Jobs (first come, first served) to idle slots: to the
+one whose cached prompt shares the longest prefix with the new prompt, but only among slots last used by
+the same client identity (the API key a request was made with), so one client's cached prompt never
+speeds up, and so never reveals itself to, another's; ties go to the least recently used slot. Then it
+steps until no slot is busy. One step is one forward pass over:
+- one row per slot that is generating (its last sampled token): the decode steps of all running streams
+  together, the weights read once per step rather than once per stream;
+- the next run of at most PREFILL_CHUNK prompt tokens of the first slot still reading its prompt
+  (PREFILL_ALONE when no stream is waiting for it), so a long prompt does not freeze the running
+  streams.
+Each slot's row is computed as it would be alone (runtime.model.Model.forward), so a greedy stream's text
+does not depend on the others. Sampling, stop strings and logprobs are runtime.generate.Completion's,
+one per slot with its own sampler state (constraints and tool calls work per slot).
 
-Pieces cross from the worker thread to the request's event loop through an asyncio.Queue. When the
-client goes away, the request sets `Job.cancelled`; the worker checks it before starting and after every
-token and closes the Generation at once.
+Threads: the worker is the only thread that touches the KV cache. `lock` is held around each forward
+pass, so a terminal chat in the same process (the default mode) takes turns with the server between
+steps. Pieces cross from the worker to the request's event loop through an asyncio.Queue; a request that
+goes away sets `Job.cancelled` and its slot is freed before the next step.
+
+Context: every slot holds `n_ctx` positions (`-c` sizes each slot; KV memory is at most
+n_slots * n_ctx * KVCache.bytes_per_position). When a generation fills its slot it ends with
+finish_reason "length", or with `context_shift` the slot keeps its first n_keep positions and drops half
+of the rest (llama.cpp's context shift) and goes on.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .api_schema import APIError, GenOptions
-from .generate import Generation, generate
+from .generate import Completion, Piece, common_prefix, keep_positions, shift_amounts
+from .model import Buffers, KVCache
+from .sampler import Sampler
 
 log = logging.getLogger("chatfile.server")
+
+PREFILL_CHUNK = 64     # prompt tokens per step while other slots are generating (a multiple of 4: the
+                       # GEMM's token tile, so a chunked prompt gives the numbers of a whole one)
+PREFILL_ALONE = 512    # per step when nothing else runs (llama.cpp's default n_ubatch)
 
 
 @dataclass
 class Done:
-    """The last event of a job: the finished Generation's bookkeeping."""
+    """The last event of a job: the finished generation's bookkeeping."""
     finish_reason: str
     n_prompt: int
     n_cached: int
@@ -43,10 +67,11 @@ class Failed:
 class Job:
     """One request's generation. The worker thread fills `events`; the request's coroutine drains it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], gen: GenOptions):
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], gen: GenOptions, client=None):
         self.loop = loop
         self.prompt_ids = prompt_ids
         self.gen = gen
+        self.client = client
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
 
@@ -68,75 +93,68 @@ class Job:
             self.cancelled.set()
 
 
-class Engine:
-    """Owns the model, its one Session and the worker thread."""
+class _Task:
+    """A job running in a slot."""
 
-    def __init__(self, model, name: str, max_queue: int = 64, chat_template: str | None = None):
+    def __init__(self, job: Job, completion: Completion, n_cached: int):
+        self.job = job
+        self.completion = completion
+        self.n_fed = n_cached           # prompt tokens in the slot's cache so far
+        self.decoding = False           # the prompt is in; completion.token is the next row to evaluate
+        self.t_start = time.perf_counter()
+        self.t_first = 0.0              # when the prompt was done
+
+
+class Slot:
+    """One sequence of the engine's KV cache and what it holds."""
+
+    def __init__(self, index: int):
+        self.id = index
+        self.tokens: list[int] = []     # what the slot's sequence of the cache holds
+        self.client = None              # identity of the requests whose tokens these are
+        self.task: _Task | None = None
+        self.last_used = 0.0
+        self.n_processed = 0            # requests served
+
+
+class Engine:
+    """Owns the model's KV cache, the slots and the worker thread."""
+
+    def __init__(self, model, name: str, n_slots: int = 1, n_ctx: int | None = None, max_queue: int = 64,
+                 chat_template: str | None = None, context_shift: bool = False):
         from .chat_template import ChatTemplate
+        c = model.config
         self.model = model
         self.name = name
         self.template = ChatTemplate.for_model(model, chat_template)
-        self.session = model.new_session()
-        self.n_ctx = self.session.n_ctx
-        self.vocab_size = model.config.vocab_size
-        self.n_slots = 1
+        self.n_ctx = n_ctx or c.context_length
+        self.n_slots = n_slots
+        self.vocab_size = c.vocab_size
         self.max_queue = max_queue
-        # held around every use of the model, so a foreground terminal chat in the same process and this
-        # worker take turns (see runtime.chat); the worker is the only thread that touches self.session
+        self.context_shift = context_shift
+        self.kv = KVCache(model, n_slots, self.n_ctx)
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self._buf = Buffers(c, rows=n_slots + PREFILL_ALONE, heads=n_slots + 1)
+        # held around every forward pass, so a foreground terminal chat in the same process and this
+        # worker take turns (see runtime.chat)
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.busy = False
-        self.queued = 0             # jobs submitted and not yet started (read on the event loop)
-        self.stats_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatfile-generate")
-        self._pool.submit(self._warm_up)
+        self._cv = threading.Condition()
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._closed = False
+        self.n_steps = 0                # forward passes so far
+        self.peak_decoding = 0          # most slots generating in one forward pass
+        self._worker = threading.Thread(target=self._run, name="chatfile-engine", daemon=True)
+        self._worker.start()
 
-    # ---- worker thread -----------------------------------------------------------------------------
-    def _warm_up(self) -> None:
-        """One token through the model so the first request does not pay for loading the kernels."""
-        try:
-            with self.lock:
-                ids = self.model.tokenize("Hello", add_special=True, parse_special=False)[:1] or [0]
-                self.session.eval(ids)
-                self.session.truncate(0)
-        except Exception:
-            log.exception("warm-up failed")   # the first request will show the same error to its client
-        finally:
-            self.ready.set()
+    # ---- state, read from any thread -------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return any(s.task is not None for s in self.slots)
 
-    def _run(self, job: Job) -> None:
-        # busy before the queue count drops: /health never shows an idle moment between two jobs
-        self.busy = True
-        with self.stats_lock:
-            self.queued -= 1
-        gen: Generation | None = None
-        try:
-            if job.cancelled.is_set():      # the client left while waiting its turn
-                return
-            with self.lock:
-                g = job.gen
-                if not g.cache_prompt:
-                    self.session.truncate(0)
-                gen = generate(self.model, self.session, job.prompt_ids, g.params, max_tokens=g.max_tokens,
-                               stop=list(g.stop), logprobs=g.logprobs, logit_bias=g.logit_bias,
-                               constraint=g.constraint)
-                for piece in gen:
-                    if job.cancelled.is_set():
-                        log.info("client gone: generation stopped after %d tokens", gen.n_generated)
-                        break
-                    job.emit(piece)
-                gen.close()
-                log.info("generation ended: %s, %d tokens", gen.finish_reason, gen.n_generated)
-                if not job.cancelled.is_set():
-                    job.emit(Done(gen.finish_reason, gen.n_prompt, gen.n_cached, gen.n_generated,
-                                  gen.t_prompt, gen.t_generate))
-        except Exception as e:
-            log.exception("generation failed")
-            if gen is not None:
-                gen.close()
-            job.emit(Failed(f"generation failed: {type(e).__name__}: {e}"))
-        finally:
-            self.busy = False
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
 
     # ---- event loop --------------------------------------------------------------------------------
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -153,15 +171,163 @@ class Engine:
         if len(prompt_ids) >= self.n_ctx:
             raise APIError(400, f"the prompt is {len(prompt_ids)} tokens but the context holds {self.n_ctx}: "
                                 "shorten the conversation", param="messages", code="context_length_exceeded")
-        if self.queued >= self.max_queue:
-            raise APIError(503, f"server busy: {self.queued} requests are already waiting; retry later",
-                           type="server_busy")
-        job = Job(asyncio.get_running_loop(), prompt_ids, gen)
-        with self.stats_lock:
-            self.queued += 1
-        self._pool.submit(self._run, job)
+        job = Job(asyncio.get_running_loop(), prompt_ids, gen, client)
+        with self._cv:
+            if len(self._waiting) >= self.max_queue:
+                raise APIError(503, f"server busy: {len(self._waiting)} requests are already waiting; "
+                                    "retry later", type="server_busy")
+            self._waiting.append(job)
+            self._cv.notify()
         return job
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    # ---- worker thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._warm_up()
+        while True:
+            with self._cv:
+                while not self._closed and not (self._waiting and self._idle_slot()) and not self.busy:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                self._admit()
+            if self.busy:
+                try:
+                    self._step()
+                except Exception as e:       # a bug of ours: every running request hears of it
+                    log.exception("generation failed")
+                    for s in self.slots:
+                        if s.task is not None:
+                            s.task.job.emit(Failed(f"generation failed: {type(e).__name__}: {e}"))
+                            self._release(s, keep_cache=False)
+
+    def _warm_up(self) -> None:
+        """One token through the model so the first request does not pay for loading the kernels."""
+        try:
+            with self.lock:
+                ids = self.model.tokenize("Hello", add_special=True, parse_special=False)[:1] or [0]
+                self.model.forward(self.kv, self._buf, np.array(ids, np.int64), np.zeros(1, np.int64),
+                                   np.zeros(1, np.int64), n_decode=1, logit_rows=np.zeros(1, np.int64))
+        except Exception:
+            log.exception("warm-up failed")   # the first request will show the same error to its client
+        finally:
+            self.ready.set()
+
+    def _idle_slot(self) -> bool:
+        return any(s.task is None for s in self.slots)
+
+    def _admit(self) -> None:
+        """Waiting jobs, oldest first, into idle slots (called with _cv held)."""
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled.is_set():          # the client left while waiting its turn
+                self._waiting.popleft()
+                continue
+            idle = [s for s in self.slots if s.task is None]
+            if not idle:
+                return
+            self._waiting.popleft()
+            ids = job.prompt_ids
+
+            def shared(s: Slot) -> int:         # never across identities
+                return common_prefix(s.tokens, ids) if s.client == job.client else 0
+            slot = max(idle, key=lambda s: (shared(s), -s.last_used))
+            g = job.gen
+            n_cached = min(shared(slot), len(ids) - 1) if g.cache_prompt else 0
+            del slot.tokens[n_cached:]
+            slot.client = job.client
+            sampler = Sampler(g.params, logit_bias=g.logit_bias, constraint=g.constraint)
+            completion = Completion(self.model.tokenizer, sampler, len(ids), g.max_tokens, g.stop, g.logprobs)
+            completion.n_cached = n_cached
+            slot.task = _Task(job, completion, n_cached)
+
+    def _step(self) -> None:
+        """One forward pass: a row for each generating slot, then a run of one slot's prompt."""
+        for s in self.slots:
+            if s.task is not None and s.task.job.cancelled.is_set():
+                log.info("client gone: generation stopped after %d tokens", s.task.completion.n_generated)
+                self._release(s)
+        decoding = [s for s in self.slots if s.task is not None and s.task.decoding]
+        reading = [s for s in self.slots if s.task is not None and not s.task.decoding]
+        prefill = min(reading, key=lambda s: s.task.t_start, default=None)
+        ids, seq, pos = [], [], []
+        for s in decoding:
+            ids.append(s.task.completion.token)
+            seq.append(s.id)
+            pos.append(len(s.tokens))
+        logit_rows = list(range(len(decoding)))
+        chunk: list[int] = []
+        if prefill is not None:
+            t = prefill.task
+            chunk = t.job.prompt_ids[t.n_fed:t.n_fed + (PREFILL_CHUNK if decoding else PREFILL_ALONE)]
+            ids += chunk
+            seq += [prefill.id] * len(chunk)
+            pos += range(len(prefill.tokens), len(prefill.tokens) + len(chunk))
+            if t.n_fed + len(chunk) == len(t.job.prompt_ids):
+                logit_rows.append(len(ids) - 1)
+        if not ids:
+            return
+        with self.lock:
+            logits = self.model.forward(self.kv, self._buf, np.array(ids, np.int64), np.array(seq, np.int64),
+                                        np.array(pos, np.int64), n_decode=len(decoding),
+                                        logit_rows=np.array(logit_rows, np.int64))
+        now = time.perf_counter()
+        self.n_steps += 1
+        self.peak_decoding = max(self.peak_decoding, len(decoding))
+        for i, s in enumerate(decoding):
+            s.tokens.append(ids[i])
+            self._advance(s, logits[i], now)
+        if prefill is not None:
+            t = prefill.task
+            prefill.tokens += chunk
+            t.n_fed += len(chunk)
+            if t.n_fed == len(t.job.prompt_ids):
+                t.completion.t_prompt = now - t.t_start
+                t.t_first = now
+                t.decoding = True
+                self._advance(prefill, logits[len(decoding)], now)
+
+    def _advance(self, slot: Slot, logits, now: float) -> None:
+        """Sample the slot's next token from its logits and pass its Piece on; end the job when done."""
+        t = slot.task
+        c = t.completion
+        if c.max_tokens == 0:
+            c.finish_reason = "length"
+            self._finish(slot)
+            return
+        piece: Piece = c.step(logits, slot.tokens)
+        c.t_generate = now - t.t_first
+        if c.finish_reason is None and len(slot.tokens) >= self.n_ctx:   # no room for the new token
+            if self.context_shift:
+                n_keep, n_discard = shift_amounts(len(slot.tokens), self.n_ctx, self._n_keep(t))
+                with self.lock:
+                    self.model.shift_kv(self.kv, slot.id, n_keep, n_discard, len(slot.tokens))
+                del slot.tokens[n_keep:n_keep + n_discard]
+                c.n_shifted += 1
+            else:
+                piece.text += c.end_full().text
+        t.job.emit(piece)
+        if c.finish_reason is not None:
+            self._finish(slot)
+
+    def _n_keep(self, t: _Task) -> int:
+        return keep_positions(t.job.gen.n_keep, t.completion.n_prompt, self.model.tokenizer.add_bos)
+
+    def _finish(self, slot: Slot) -> None:
+        c = slot.task.completion
+        log.info("generation ended: %s, %d tokens", c.finish_reason, c.n_generated)
+        slot.task.job.emit(Done(c.finish_reason, c.n_prompt, c.n_cached, c.n_generated, c.t_prompt,
+                                c.t_generate))
+        self._release(slot)
+
+    def _release(self, slot: Slot, keep_cache: bool = True) -> None:
+        if not keep_cache:
+            slot.tokens.clear()
+        slot.task = None
+        slot.last_used = time.monotonic()
+        slot.n_processed += 1
 

@@ -134,7 +134,7 @@ def _stop(worker) -> None:
 def worker_main(path: str, offset: int) -> int:
     """The worker: compile the weight kernels of the model at `path` (embedded at `offset`)."""
     from . import load, ops
-    model = load(path, offset=offset, n_ctx=2, n_threads=1)
+    model = load(path, offset=offset, n_threads=1)
     with _Replaced(ops, _ops_kernels()):
         _one_token(model)                  # get_rows, matvec(s): what the first decode token needs
         os.write(1, READY)

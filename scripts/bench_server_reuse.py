@@ -49,8 +49,8 @@ def main() -> int:
     args = ap.parse_args()
     import runtime
     from server_helpers import start_server
-    model = runtime.load(args.model or fetch_models.model_path("smollm2"), n_ctx=4096)
-    server = start_server(model)
+    model = runtime.load(args.model or fetch_models.model_path("smollm2"))
+    server = start_server(model, n_ctx=4096)
     try:
         play(server.url, 1, 2, True)     # warm the kernels outside the measurement
         with_reuse = play(server.url, args.turns, args.max_tokens, True)

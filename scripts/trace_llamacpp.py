@@ -242,10 +242,10 @@ class _Recorder:
 def ours(which: str, name: str, step: int, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import runtime
-    from runtime import model as model_mod
+    from runtime import model as model_mod, ops
 
     prompt = golden_prompt(which, name)
-    model = runtime.load(MODEL_DIR / MODELS[which], n_ctx=2048)
+    model = runtime.load(MODEL_DIR / MODELS[which])
     names = {id(model.output_norm): "result_norm", id(model.output): "result_output"}
     for il, L in enumerate(model.layers):
         for attr, llname in (("attn_norm", "attn_norm"), ("post_attn_norm", "attn_post_norm"),
@@ -266,8 +266,8 @@ def ours(which: str, name: str, step: int, out: Path) -> None:
     captured = {**rec_ops.out, **rec_kernels.out}
     n = len(session.tokens)
     for il in range(model.config.n_layers):          # the caches, as llama.cpp's decode reads them
-        captured[f"cache_k_l{il}"] = session.k_cache[il, :, :n].copy()
-        captured[f"cache_v_l{il}"] = session.v_cache[il, :, :n].copy()
+        captured[f"cache_k_l{il}"] = ops.f16_value_ref(session.kv.k[il, session.seq, :, :n])
+        captured[f"cache_v_l{il}"] = ops.f16_value_ref(session.kv.v[il, session.seq, :, :n])
     top2 = np.argsort(-logits)[:2]
     print(f"ours step {step}: top {top2[0]} {logits[top2[0]]:.4f}, second {top2[1]} "
           f"{logits[top2[1]]:.4f}", file=sys.stderr)
@@ -305,7 +305,7 @@ def goldens(which_list) -> None:
     import runtime
     for which in which_list:
         entry, = json.loads((GOLDENS / f"logits_{which}.json").read_text())["models"]
-        model = runtime.load(MODEL_DIR / MODELS[which], n_ctx=2048)
+        model = runtime.load(MODEL_DIR / MODELS[which])
         errors = []                       # |ours - llama.cpp| of every logit llama.cpp recorded
         for prompt in entry["prompts"]:
             session = model.new_session(len(prompt["ids"]) + len(prompt["greedy"]) + 1)

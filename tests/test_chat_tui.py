@@ -24,7 +24,7 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.en
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    return runtime.load(smollm2_path, n_ctx=1024)
+    return runtime.load(smollm2_path)
 
 
 def greedy_reply(model, messages, max_tokens):

@@ -23,7 +23,7 @@ def run_cli(*args, stdin: bytes | None = None, timeout=600):
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    return runtime.load(smollm2_path, n_ctx=512)
+    return runtime.load(smollm2_path)
 
 
 def generator_text(model, prompt, **params):

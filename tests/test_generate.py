@@ -17,7 +17,7 @@ CLEAR_MARGIN = 1.0
 
 @pytest.fixture(scope="module")
 def model(smollm2_path):
-    return runtime.load(smollm2_path, n_ctx=512)
+    return runtime.load(smollm2_path)
 
 
 @pytest.fixture(scope="module")

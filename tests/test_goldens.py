@@ -84,7 +84,7 @@ def real_models(request):
             path = request.getfixturevalue(f"{which}_path")
             entry, = _golden(which)["models"]
             assert path.name == entry["file"]
-            loaded[which] = runtime.load(path, n_ctx=2048)
+            loaded[which] = runtime.load(path)
         return loaded[which]
     return get
 
@@ -126,4 +126,4 @@ def test_synthetic_model_matches_llama_cpp(entry):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], \
         f"{path.name} changed since the goldens were recorded: rerun scripts/make_goldens.py synthetic"
     n_ctx = _golden("synthetic")["settings"]["n_ctx"]          # llama.cpp's, for LongRoPE's choice
-    _check_model(runtime.load(path, n_ctx=n_ctx), entry, SYNTHETIC_MAX_DIFF, n_ctx)
+    _check_model(runtime.load(path), entry, SYNTHETIC_MAX_DIFF, n_ctx)

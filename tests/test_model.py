@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from numba import njit
 
 import runtime
 from runtime import ops
@@ -88,8 +89,10 @@ def test_rope_matches_twin_and_rotates_the_right_pairs(neox):
     factors = np.linspace(1, 8, rope_dim // 2).astype(np.float32)     # Llama 3.1 style factors
     x = randn(6, n_heads * hd)
     ours = x.copy()
-    ops.rope(ours, 37, n_heads, hd, theta_scale, np.float32(0.5), factors, neox, *NO_YARN)
-    np.testing.assert_allclose(ours, ops.rope_ref(x, 37, n_heads, hd, theta_scale, 0.5, factors, neox),
+    pos = np.arange(37, 43, dtype=np.int64)
+    pos[4] = 5                                       # rows of a batch need not be consecutive
+    ops.rope(ours, pos, n_heads, hd, theta_scale, np.float32(0.5), factors, neox, *NO_YARN)
+    np.testing.assert_allclose(ours, ops.rope_ref(x, pos, n_heads, hd, theta_scale, 0.5, factors, neox),
                                rtol=1e-6, atol=1e-6)
     h, h0 = ours.reshape(6, n_heads, hd), x.reshape(6, n_heads, hd)
     assert np.array_equal(h[..., rope_dim:], h0[..., rope_dim:])
@@ -100,8 +103,16 @@ def test_rope_matches_twin_and_rotates_the_right_pairs(neox):
                                h0[..., pair_a] ** 2 + h0[..., pair_b] ** 2, rtol=1e-5)
     # position 0 is the identity
     p0 = x.copy()
-    ops.rope(p0, 0, n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    ops.rope(p0, np.arange(6, dtype=np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox,
+             *NO_YARN)
     np.testing.assert_array_equal(p0[0], x[0])
+    # a rotation by -d after one by p + d is one by p, to float32 rounding (llama.cpp's K shift)
+    back = x.copy()
+    ops.rope(back, np.full(6, 50, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    ops.rope(back, np.full(6, -20, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    at30 = x.copy()
+    ops.rope(at30, np.full(6, 30, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    np.testing.assert_allclose(back, at30, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("neox", [False, True])
@@ -114,8 +125,9 @@ def test_rope_yarn_and_attention_factor_match_twin(neox):
     x = randn(5, n_heads * hd)
     args = (np.float32(1), np.float32(5), np.float32(20), np.float32(0.9))
     ours = x.copy()
-    ops.rope(ours, 1000, n_heads, hd, theta_scale, np.float32(0.25), factors, neox, *args)
-    ref = ops.rope_ref(x, 1000, n_heads, hd, theta_scale, 0.25, factors, neox, *args)
+    pos = np.arange(1000, 1005, dtype=np.int64)
+    ops.rope(ours, pos, n_heads, hd, theta_scale, np.float32(0.25), factors, neox, *args)
+    ref = ops.rope_ref(x, pos, n_heads, hd, theta_scale, 0.25, factors, neox, *args)
     np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=2e-6)
     # the magnitude: 0.9 * (1 + 0.1 ln 4) on every rotated pair
     gain = 0.9 * (1 + 0.1 * math.log(4))
@@ -125,34 +137,72 @@ def test_rope_yarn_and_attention_factor_match_twin(neox):
 
 @pytest.mark.parametrize("window,softcap", [(0, 0.0), (5, 0.0), (5, 2.0)])
 def test_attention_matches_twin_with_gqa_window_and_softcap(window, softcap):
-    T, n_heads, n_kv, hd, n_ctx, pos0 = 4, 6, 2, 64, 32, 9
-    q = randn(T, n_heads * hd)
-    k = ops.f16_round_ref(randn(n_kv, n_ctx, hd))
-    v = ops.f16_round_ref(randn(n_kv, n_ctx, hd))
+    # rows 0-3: a prompt run of sequence 1 at positions 9-12; rows 4-5: decode rows of sequences 0 and 2
+    n_heads, n_kv, hd, n_ctx = 6, 2, 64, 32
+    seq = np.array([1, 1, 1, 1, 0, 2], np.int64)
+    pos = np.array([9, 10, 11, 12, 20, 3], np.int64)
+    q = randn(len(seq), n_heads * hd)
+    k = ops.f16_bits_ref(randn(3, n_kv, n_ctx, hd))
+    v = ops.f16_bits_ref(randn(3, n_kv, n_ctx, hd))
     out = np.empty_like(q)
-    ops.attention(out, q, k, v, pos0, window, 0.5, 0.125, softcap)
-    ref = ops.attention_ref(q, k, v, pos0, window, 0.5, 0.125, softcap)
+    ops.attention(out, q, k, v, seq, pos, window, 0.5, 0.125, softcap)
+    ref = ops.attention_ref(q, k, v, seq, pos, window, 0.5, 0.125, softcap)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    # positions after the query are never read: poisoning them changes nothing
+    # positions after each query, and other sequences, are never read: poisoning them changes nothing
+    nan, big = ops.f16_bits_ref(np.float32(np.nan)), ops.f16_bits_ref(np.float32(1e4))
     k2, v2 = k.copy(), v.copy()
-    k2[:, pos0 + T:] = 1e4
-    v2[:, pos0 + T:] = np.nan
+    for s, last in ((1, 12), (0, 20), (2, 3)):
+        k2[s, :, last + 1:] = big
+        v2[s, :, last + 1:] = nan
     out2 = np.empty_like(q)
-    ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125, softcap)
+    ops.attention(out2, q, k2, v2, seq, pos, window, 0.5, 0.125, softcap)
     assert np.array_equal(out, out2)
+    alone = np.empty_like(q[4:5])                    # a row's result does not depend on the batch
+    ops.attention(alone, q[4:5], k, v, seq[4:5], pos[4:5], window, 0.5, 0.125, softcap)
+    assert np.array_equal(alone, out[4:5])
     if window:                                       # nor are positions before the window
-        k2[:, :pos0 + 1 - window] = np.nan
-        ops.attention(out2, q, k2, v2, pos0, window, 0.5, 0.125, softcap)
+        k2[1, :, :9 + 1 - window] = nan
+        k2[0, :, :20 + 1 - window] = nan
+        ops.attention(out2, q, k2, v2, seq, pos, window, 0.5, 0.125, softcap)
         assert np.array_equal(out, out2)
 
 
-def test_store_kv_rounds_to_fp16():
-    k_cache, v_cache = np.zeros((2, 8, 64), np.float32), np.zeros((2, 8, 64), np.float32)
+def test_store_kv_stores_fp16_bits_per_row():
+    k_cache, v_cache = np.zeros((2, 2, 8, 64), np.uint16), np.zeros((2, 2, 8, 64), np.uint16)
     k, v = randn(3, 128), randn(3, 128)
-    ops.store_kv(k_cache, v_cache, k, v, 4)
-    assert np.array_equal(k_cache[1, 4:7], ops.f16_round_ref(k[:, 64:]))
-    assert np.array_equal(v_cache[0, 4:7], ops.f16_round_ref(v[:, :64]))
-    assert not k_cache[:, :4].any() and not k_cache[:, 7:].any()
+    seq, pos = np.array([1, 1, 0], np.int64), np.array([4, 5, 2], np.int64)
+    ops.store_kv(k_cache, v_cache, k, v, seq, pos)
+    assert np.array_equal(k_cache[1, 1, 4:6], ops.f16_bits_ref(k[:2, 64:]))
+    assert np.array_equal(v_cache[0, 0, 2], ops.f16_bits_ref(v[2, :64]))
+    ref_k, ref_v = np.zeros_like(k_cache), np.zeros_like(v_cache)
+    ops.store_kv_ref(ref_k, ref_v, k, v, seq, pos)
+    assert np.array_equal(k_cache, ref_k) and np.array_equal(v_cache, ref_v)
+    # the stored values are llama.cpp's F16 cache values: float32 rounded to fp16, ties to even
+    assert np.array_equal(ops.f16_value_ref(k_cache[1, 0, 4]), ops.f16_round_ref(k[0, :64]))
+
+
+def test_fp16_conversions_match_numpy():
+    x = np.concatenate([randn(4096) * 100, np.float32([0.0, -0.0, 6e-8, 2.9802322e-08, 3e-5, 65504, 65519,
+                                                        65520, -1e6])]).astype(np.float32)
+    bits = np.zeros(len(x), np.uint16)
+    back = np.zeros(len(x), np.float32)
+    _to_bits(bits, x)
+    _to_values(back, bits)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(bits, ops.f16_bits_ref(x))
+    assert np.array_equal(back, ops.f16_value_ref(bits))
+
+
+@njit
+def _to_bits(out, x):
+    for i in range(x.shape[0]):
+        out[i] = ops.f16_bits(x[i])
+
+
+@njit
+def _to_values(out, h):
+    for i in range(h.shape[0]):
+        out[i] = ops.f16_value(h[i])
 
 
 def test_softmax_and_gates():
@@ -187,13 +237,12 @@ def test_config_smollm2(smollm2_path):
     c = ModelConfig.from_gguf(GGUFFile(smollm2_path))
     assert (c.arch, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_rep) == \
         ("llama", 576, 30, 9, 3, 64, 3)
-    assert (c.hidden_dim, c.vocab_size, c.context_length, c.n_ctx) == (1536, 49152, 8192, 8192)
+    assert (c.hidden_dim, c.vocab_size, c.context_length) == (1536, 49152, 8192)
     assert c.rope_global.base == 100000.0 and not c.rope_neox and c.rope_dim == 64
     assert c.rope_global.freq_scale == 1.0 and c.rope_global.ext_factor == 0.0
     assert c.kq_scale == pytest.approx(1 / 8) and c.q_scale == 1.0 and c.embed_scale == 1.0
     assert not any(c.local_layers) and c.sliding_window == 0
     assert not (c.ffn_gelu or c.qk_norm or c.post_norms)
-    assert ModelConfig.from_gguf(GGUFFile(smollm2_path), n_ctx=256).n_ctx == 256
 
 
 def test_config_gemma3(gemma3_path):
@@ -246,7 +295,7 @@ def test_missing_tensor_is_named(tmp_path):
 def tiny():
     # plain float32 arithmetic: prefill (matmul) and decode (matvec) then differ only by summation
     # order, so a cache bug cannot hide behind flipped 8-bit activation roundings
-    model = runtime.load(SYNTHETIC / "llama-Q8_0.gguf", n_ctx=64)
+    model = runtime.load(SYNTHETIC / "llama-Q8_0.gguf")
     model.llama_rounding = False
     return model
 
@@ -301,7 +350,7 @@ def test_session_errors(tiny):
 
 
 def test_llama_rounding_is_on_by_default_and_changes_logits(tiny):
-    model = runtime.load(SYNTHETIC / "llama-Q8_0.gguf", n_ctx=64)
+    model = runtime.load(SYNTHETIC / "llama-Q8_0.gguf")
     assert model.llama_rounding
     ids = [3, 14, 15, 92, 65]
     diff = np.abs(model.logits(ids) - tiny.logits(ids)).max()

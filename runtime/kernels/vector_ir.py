@@ -84,3 +84,28 @@ def row_dot(codegen, n_arrays):
         def dot(typingctx, row, x):
             return (types.float32(row, x), codegen) if contiguous(row, x) else None
     return dot
+
+
+# ---- fp16 scalars (the KV cache: runtime.ops.store_kv, attention, shift_kv) ------------------------
+
+@intrinsic
+def f16_bits(typingctx, x):
+    """float32 -> uint16: the fp16 bits of x, rounded to nearest even, overflow to inf (fptrunc: F16C's
+    vcvtps2ph on x86, fcvt on ARM; LLVM vectorizes it in loops)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def f16_value(typingctx, h):
+    """uint16 fp16 bits -> float32, exact (fpext: vcvtph2ps / fcvt)."""
+    if h != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), F32)
+    return types.float32(types.uint16), codegen
