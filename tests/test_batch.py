@@ -37,7 +37,7 @@ def test_batched_rows_equal_each_sequence_alone(name):
     follows = [ids_(4, vocab) for _ in prompts]
     expect = [alone(model, p, f) for p, f in zip(prompts, follows)]
 
-    kv = KVCache(model.config, 3, 64)
+    kv = KVCache(model, 3, 64)
     buf = Buffers(model.config, rows=16, heads=4)
     got = [[] for _ in prompts]
     fed = [0, 0, 0]                       # prompt tokens of each sequence in the cache
@@ -107,7 +107,7 @@ def test_context_shift_keeps_the_kept_and_moves_the_rest():
 def test_kv_cache_holds_fp16():
     model = runtime.load(SYNTHETIC / "llama-Q8_0.gguf")
     c = model.config
-    kv = KVCache(c, 2, 32)
+    kv = KVCache(model, 2, 32)
     assert kv.k.dtype == np.uint16 and kv.k.shape == (c.n_layers, 2, c.n_kv_heads, 32, c.head_dim)
     # half of a float32 cache: 2 bytes per value, K and V, every layer
     assert KVCache.bytes_per_position(c) == 2 * c.n_layers * c.kv_dim * 2

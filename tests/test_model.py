@@ -327,7 +327,9 @@ def test_sliding_window_cache_on_gemma3(gemma3_path):
     base = runtime.load(gemma3_path)
     model = Model(base.gguf, dataclasses.replace(base.config, sliding_window=6))
     base.llama_rounding = model.llama_rounding = False        # see the `tiny` fixture
-    ids = [2] + [int(i) for i in RNG.integers(1000, 20000, 13)]
+    # its own generator: the prompt must not depend on how much of RNG the tests before it drew
+    # (prefill and decode round differently; on some prompts they differ by more than on others)
+    ids = [2] + [int(i) for i in np.random.default_rng(0).integers(1000, 20000, 13)]
     one_shot = model.logits(ids)
     s = model.new_session(32)
     s.eval(ids[:4])
