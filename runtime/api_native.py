@@ -299,7 +299,7 @@ def generation_settings(req: CompletionRequest, n_ctx: int) -> dict:
         "dry_sequence_breakers": [], "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
         "adaptive_target": -1.0, "adaptive_decay": 0.9,
         "stop": list(gen.stop), "max_tokens": gen.max_tokens, "n_predict": gen.max_tokens,
-        "n_keep": 0, "n_discard": 0, "ignore_eos": req.ignore_eos, "stream": stream,
+        "n_keep": gen.n_keep, "n_discard": 0, "ignore_eos": req.ignore_eos, "stream": stream,
         # JSON has no -inf: a banned token's bias is null, as llama.cpp's JSON writes it
         "logit_bias": [{"token": t, "bias": b if math.isfinite(b) else None}
                        for t, b in sorted((gen.logit_bias or {}).items())],

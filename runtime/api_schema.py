@@ -20,6 +20,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024   # a full 32k-token conversation is ~150 KB of
 MAX_STOP = 16                      # OpenAI allows 4; llama.cpp users send a few more
 MAX_STOP_CHARS = 512               # per stop string; generate() holds back this much text at worst
 MAX_TOP_LOGPROBS = 20              # OpenAI's limit
+MAX_PREDICT = 2**31 - 1            # max_tokens when a context shift lets a reply outgrow the context
 MAX_SEED = 2**64                   # numpy's SeedSequence takes any non-negative int; we keep it 64-bit
 MAX_INT_DIGITS = 32                # longer integer literals are parsed as floats (see parse_body)
 MAX_CHOICES = 16                   # `n`: choices are generated one after the other
@@ -85,6 +86,7 @@ class Limits:
     defaults: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = -1
     n_keep: int = 0                    # --keep: what a request that sets no n_keep gets
+    context_shift: bool = False        # --context-shift: max_tokens may then exceed the context
 
 
 # ---- body -> dict ---------------------------------------------------------------------------------
@@ -278,9 +280,10 @@ def _gen_options(body: dict, limits: Limits, logprobs: int | None) -> GenOptions
         frequency_penalty=_num(body, "frequency_penalty", -2.0, 2.0, defaults.frequency_penalty),
         seed=defaults.seed if seed is None else seed % MAX_SEED,   # OpenAI allows negative seeds
     )
-    max_tokens = _int(body, "max_tokens", 1, limits.n_ctx, None)
+    most = MAX_PREDICT if limits.context_shift else limits.n_ctx
+    max_tokens = _int(body, "max_tokens", 1, most, None)
     if "max_completion_tokens" in body:   # OpenAI's newer name wins, as in OpenAI's API
-        max_tokens = _int(body, "max_completion_tokens", 1, limits.n_ctx, None)
+        max_tokens = _int(body, "max_completion_tokens", 1, most, None)
     return GenOptions(params=params, max_tokens=limits.max_tokens if max_tokens is None else max_tokens,
                       stop=_stop(body), logprobs=logprobs, cache_prompt=_bool(body, "cache_prompt", True),
                       logit_bias=_logit_bias(body, limits.vocab_size),

@@ -4,7 +4,8 @@ Input: one line is one message. A line ending in `\\` continues on the next line
 opens a block that the next `\"\"\"` line closes (llamafile's convention). Commands: /help, /clear
 (forget the conversation, keep the system prompt), /exit. Ctrl-C stops the reply being written (what was
 written stays in the conversation) and, at the prompt, discards the line; Ctrl-D quits. After each
-reply a dimmed line on stderr gives tokens/s. When stdin is not a terminal, messages are read line by
+reply a dimmed line on stderr gives tokens/s. When the conversation outgrows the context, its oldest
+messages (after the system prompt) are dropped with a one-line notice, keeping room for the reply. When stdin is not a terminal, messages are read line by
 line with the same rules and no prompt is shown.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import threading
 
 from .chat_template import CHATML, ChatTemplate, ChatTemplateError, chat_prompt_ids
+from .conversation import ConversationTooLong, drop_oldest, fit_messages, reply_room
 from .generate import PromptTooLong, generate
 from .options import ChatOptions
 
@@ -99,6 +101,7 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
     system = [{"role": "system", "content": options.system}] if options.system else []
     messages = list(system)
     session = model.new_session(options.n_ctx)
+    budget = session.n_ctx - reply_room(session.n_ctx, options.max_tokens)   # the rest: for the reply
     stop_flag = StopFlag()
     lock = lock or contextlib.nullcontext()
 
@@ -136,12 +139,16 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
 
         messages.append({"role": "user", "content": text})
         try:
-            ids = chat_prompt_ids(model, template, messages)
+            ids, dropped = fit_messages(messages, lambda m: chat_prompt_ids(model, template, m), budget)
+            if dropped:
+                messages = drop_oldest(messages, dropped)
+                term.note(f"(the {dropped} oldest message{'s' if dropped > 1 else ''} no longer fit the "
+                          f"context of {session.n_ctx} tokens and {'were' if dropped > 1 else 'was'} dropped)")
             gen = generate(model, session, ids, options.params, max_tokens=options.max_tokens, stop=stops,
                            context_shift=options.context_shift, n_keep=options.n_keep)
-        except PromptTooLong as e:
+        except (ConversationTooLong, PromptTooLong) as e:
             messages.pop()
-            term.note(f"the conversation no longer fits: {e}. /clear to start over")
+            term.note(f"the message does not fit the context of {session.n_ctx} tokens: {e}")
             continue
         except ChatTemplateError as e:      # the template refuses this conversation (raise_exception)
             messages.pop()

@@ -3,6 +3,8 @@
     GET  /health, /v1/health    200 {"status": "ok"} when ready, 503 {"status": "loading"} before
     GET  /props                 default_generation_settings (n_ctx, params), total_slots, chat_template,
                                 model_path (the file name only), build_info
+    GET  /slots                 each slot: id, n_ctx, is_processing, params, next_token, n_cached; the
+                                prompt text only with --slots (?fail_on_no_slot=1: 503 when all are busy)
     POST /tokenize              {"content", "add_special", "parse_special", "with_pieces"} -> {"tokens"}
     POST /detokenize            {"tokens"} -> {"content"}
     POST /completion            llama.cpp's completion (alias /completions): prompt as text, ids or a mix,
@@ -27,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__, api_native, api_schema, embeddings, logprobs, routes_openai
-from .api_schema import APIError
+from .api_schema import APIError, GenOptions
 from .chat_template import ChatTemplateError
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
@@ -69,11 +71,36 @@ def generation_settings(st) -> dict:
         "temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p,
         "repeat_last_n": d.repeat_last_n, "repeat_penalty": d.repeat_penalty,
         "presence_penalty": d.presence_penalty, "frequency_penalty": d.frequency_penalty,
-        "stop": [], "n_keep": 0, "ignore_eos": False, "stream": False, "n_probs": 0,
+        "stop": [], "n_keep": st.options.n_keep, "ignore_eos": False, "stream": False, "n_probs": 0,
         "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
     }
     return {"id": 0, "id_task": -1, "n_ctx": st.engine.n_ctx, "speculative": False, "is_processing": False,
             "params": params}
+
+
+async def slots(request: Request) -> Response:
+    """llama-server's GET /slots: each slot's state. The prompt text a slot holds only with --slots, and
+    only of the slots last used under the requester's own API key (every slot when there are no keys)."""
+    st = state(request)
+    engine = st.engine
+    views = engine.slot_views()
+    if request.query_params.get("fail_on_no_slot") in ("1", "true") and all(v.gen is not None for v in views):
+        raise APIError(503, "no slot available", type="unavailable_error")
+    idle = GenOptions(params=st.options.defaults, max_tokens=st.options.max_tokens, n_keep=st.options.n_keep)
+    me = client_id(request)
+    out = []
+    for v in views:
+        item = {"id": v.id, "id_task": v.task_id, "n_ctx": engine.n_ctx, "speculative": False,
+                "is_processing": v.gen is not None,
+                "params": api_native.generation_settings(api_native.CompletionRequest([], v.gen or idle),
+                                                         engine.n_ctx),
+                "next_token": {"has_next_token": v.gen is not None, "has_new_line": False,
+                               "n_remain": v.n_remain, "n_decoded": v.n_decoded},
+                "n_cached": len(v.tokens), "n_processed": v.n_processed}
+        if st.options.slots_prompts and v.client == me:
+            item["prompt"] = await asyncio.to_thread(engine.model.detokenize, list(v.tokens))
+        out.append(item)
+    return JSONResponse(out)
 
 
 async def props(request: Request) -> Response:
@@ -218,6 +245,7 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/v1/health", health, methods=["GET"]),
     Route("/props", props, methods=["GET"]),
+    Route("/slots", slots, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
     Route("/completion", completion, methods=["POST"]),

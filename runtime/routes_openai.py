@@ -8,6 +8,10 @@ Each handler validates (api_schema), prepares the prompt and any constraint (run
 tools, response_format, json_schema, grammar), submits a Job to the engine, and formats what comes back
 as OpenAI's objects: a whole response, or SSE chunks ending in `data: [DONE]`; with tools, the reply is
 read into message.tool_calls (streamed as delta.tool_calls) and finish_reason "tool_calls".
+
+A conversation longer than the context keeps its system prompt and newest turns (runtime/conversation.py);
+the response then says how many messages went in a top-level "dropped_messages" (in the first chunk of
+a stream).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from starlette.routing import Route
 
 from . import __version__, api_schema, embeddings, logprobs
 from .api_schema import APIError, GenOptions
+from .conversation import ConversationTooLong, fit_messages, reply_room
 from .server_engine import Done, Failed, Job
 from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
                           state)
@@ -69,10 +74,25 @@ async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = api_schema.chat_request(await json_body(request), st.limits)
     # the prompt through the template (with the tools, when there are), and any constraint compiled
-    plan = await asyncio.to_thread(plan_chat, st.engine.model, st.engine.template, req.messages, req.gen,
-                                   req.tools, req.structure)
+    engine = st.engine
+
+    def render(messages):
+        return plan_chat(engine.model, engine.template, messages, req.gen, req.tools, req.structure)
+    plan, dropped = await asyncio.to_thread(fit_conversation, engine, req.messages, render,
+                                            lambda p: len(p.prompt_ids), req.gen.max_tokens)
     return await respond(request, plan.prompt_ids, plan.gen, req.stream, req.include_usage, chat=True, n=req.n,
-                         parser=plan.parser)
+                         parser=plan.parser, dropped=dropped)
+
+
+def fit_conversation(engine, messages: list[dict], render, length, max_tokens: int):
+    """(render(kept messages), number dropped): the system prompt and the newest turns that fit the
+    context with room for the reply; 400 context_length_exceeded when even the last message does not."""
+    budget = engine.n_ctx - reply_room(engine.n_ctx, max_tokens)
+    try:
+        return fit_messages(messages, render, budget, length)
+    except ConversationTooLong as e:
+        raise APIError(400, f"the conversation does not fit the context of {engine.n_ctx} tokens: {e}",
+                       param="messages", code="context_length_exceeded") from None
 
 
 async def completions(request: Request) -> Response:
@@ -106,9 +126,10 @@ def choice_options(gen: GenOptions, n: int) -> list[GenOptions]:
 
 
 async def respond(request: Request, ids: list[int], gen: GenOptions, stream: bool, include_usage: bool,
-                  chat: bool, n: int = 1, parser=None) -> Response:
+                  chat: bool, n: int = 1, parser=None, dropped: int = 0) -> Response:
     """Generate n choices, one after the other, as one OpenAI object or one SSE stream. `parser`: makes a
-    CallParser per choice (runtime/tool_calls.py) that reads tool calls out of the reply, or None."""
+    CallParser per choice (runtime/tool_calls.py) that reads tool calls out of the reply, or None.
+    `dropped`: messages left out to fit the context, reported as "dropped_messages" when any."""
     engine = state(request).engine
     gens = choice_options(gen, n)
     jobs = [engine.submit(ids, gens[0], client=client_id(request))]
@@ -116,7 +137,7 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": engine.name, "system_fingerprint": SYSTEM_FINGERPRINT}
     if stream:
-        return JobStream(jobs, _stream(request, ids, gens, jobs, head, include_usage, chat, parser))
+        return JobStream(jobs, _stream(request, ids, gens, jobs, head, include_usage, chat, parser, dropped))
     choices, dones = [], []
     for index, g in enumerate(gens):
         if index:
@@ -144,7 +165,9 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
             choice["text"] = text
         choices.append(choice)
         dones.append(last)
-    return JSONResponse({**head, "choices": choices, "usage": usage(*dones), "timings": timings(dones[-1])})
+    extra = {"dropped_messages": dropped} if dropped else {}
+    return JSONResponse({**head, "choices": choices, "usage": usage(*dones), "timings": timings(dones[-1]),
+                         **extra})
 
 
 def message(parser: CallParser) -> dict:
@@ -182,9 +205,10 @@ def delta(events: list) -> dict:
 
 
 async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs: list[Job], head: dict,
-                  include_usage: bool, chat: bool, parser=None):
+                  include_usage: bool, chat: bool, parser=None, dropped: int = 0):
     """SSE per choice: a role chunk, content (and tool call) chunks, a finish_reason chunk; then [a usage
-    chunk] and `data: [DONE]`. Choices come one after the other, each chunk naming its `index`."""
+    chunk] and `data: [DONE]`. Choices come one after the other, each chunk naming its `index`. The
+    first chunk carries "dropped_messages" when messages were left out."""
     engine = state(request).engine
     head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
     dones = []
@@ -204,8 +228,9 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
         want_logprobs = g.logprobs is not None
         calls = parser() if parser is not None else None
         if chat:
+            extra = {"dropped_messages": dropped} if dropped and not index else {}
             yield sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": None, "finish_reason": None}]})
+                                            "logprobs": None, "finish_reason": None}], **extra})
         async for item in jobs[-1].stream():
             if isinstance(item, Failed):
                 yield sse(APIError(500, item.message, type="server_error").body())

@@ -98,7 +98,8 @@ def create_app(model, options: ServerOptions = ServerOptions()) -> tuple[Guard, 
                     max_queue=options.max_queue, chat_template=options.chat_template,
                     context_shift=options.context_shift)
     limits = api_schema.Limits(n_ctx=engine.n_ctx, vocab_size=engine.vocab_size,
-                               defaults=options.defaults, max_tokens=options.max_tokens, n_keep=options.n_keep)
+                               defaults=options.defaults, max_tokens=options.max_tokens, n_keep=options.n_keep,
+                               context_shift=options.context_shift)
     routes = [route for family in API_FAMILIES for route in family.ROUTES] + webui_routes()
     app = Starlette(routes=routes, exception_handlers={
         APIError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _bug})

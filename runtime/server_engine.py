@@ -64,10 +64,25 @@ class Failed:
     message: str
 
 
+@dataclass(frozen=True)
+class SlotView:
+    """What GET /slots shows of a slot, copied at one moment."""
+    id: int
+    task_id: int                  # the running request's number, -1 when idle
+    gen: GenOptions | None        # the running request's options, None when idle
+    n_decoded: int                # tokens generated so far by the running request
+    n_remain: int                 # tokens it may still generate (-1: until the end or a full context)
+    tokens: tuple                 # what the slot's cache holds
+    client: object                # the identity those tokens belong to
+    n_processed: int              # requests served
+
+
 class Job:
     """One request's generation. The worker thread fills `events`; the request's coroutine drains it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], gen: GenOptions, client=None):
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], gen: GenOptions, client=None,
+                 id: int = 0):
+        self.id = id
         self.loop = loop
         self.prompt_ids = prompt_ids
         self.gen = gen
@@ -142,6 +157,7 @@ class Engine:
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._closed = False
+        self._n_jobs = 0
         self.n_steps = 0                # forward passes so far
         self.peak_decoding = 0          # most slots generating in one forward pass
         self._worker = threading.Thread(target=self._run, name="chatfile-engine", daemon=True)
@@ -155,6 +171,19 @@ class Engine:
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    def slot_views(self) -> list[SlotView]:
+        views = []
+        for s in self.slots:
+            t = s.task
+            if t is None:
+                views.append(SlotView(s.id, -1, None, 0, 0, tuple(s.tokens), s.client, s.n_processed))
+                continue
+            c = t.completion
+            remain = c.max_tokens - c.n_generated if c.max_tokens >= 0 else -1
+            views.append(SlotView(s.id, t.job.id, t.job.gen, c.n_generated, remain, tuple(s.tokens), s.client,
+                                  s.n_processed))
+        return views
 
     # ---- event loop --------------------------------------------------------------------------------
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -171,8 +200,9 @@ class Engine:
         if len(prompt_ids) >= self.n_ctx:
             raise APIError(400, f"the prompt is {len(prompt_ids)} tokens but the context holds {self.n_ctx}: "
                                 "shorten the conversation", param="messages", code="context_length_exceeded")
-        job = Job(asyncio.get_running_loop(), prompt_ids, gen, client)
         with self._cv:
+            self._n_jobs += 1
+            job = Job(asyncio.get_running_loop(), prompt_ids, gen, client, self._n_jobs)
             if len(self._waiting) >= self.max_queue:
                 raise APIError(503, f"server busy: {len(self._waiting)} requests are already waiting; "
                                     "retry later", type="server_busy")

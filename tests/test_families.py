@@ -58,7 +58,7 @@ def test_chatfile_run_completes_with_each_family(name):
     r = chatfile("run", path, "-p", PROMPT, "-n", 8, "--temp", 0, "-c", 256)
     assert r.returncode == 0, r.stderr.decode()
     assert b"Traceback" not in r.stderr
-    text, margin = greedy(runtime.load(path, n_ctx=256), PROMPT, 8)
+    text, margin = greedy(runtime.load(path), PROMPT, 8)
     if margin > 0.05:      # clear choices: the command prints exactly the in-process greedy text
         assert r.stdout.decode("utf-8") == text
     else:
@@ -89,18 +89,20 @@ def test_unsupported_model_gets_one_line_naming_what_is_missing(tmp_path):
 def test_moe_layer_matches_its_twin():
     # qwen3moe: 8 experts, 2 used; plain float32 (no llama.cpp activation rounding) against the
     # numpy twin, prefill (positions grouped by expert) and decode alike
-    model = runtime.load(SYNTHETIC / "qwen3moe-Q8_0.gguf", n_ctx=64)
+    model = runtime.load(SYNTHETIC / "qwen3moe-Q8_0.gguf")
     model.llama_rounding = False
     c = model.config
     E = model.layers[0].experts
     assert c.n_experts == 8 and c.n_experts_used == 2 and len(E.up) == 8 and E.up[3].shape == (c.dim, 64)
     x = (np.random.default_rng(7).standard_normal((5, c.dim))).astype(np.float32)
-    session = model.new_session()
     buf = moe.Buffers(c, 5)
+
+    def project(xs, xqs, pairs):         # as the forward pass multiplies rows alone: one row, one matvec
+        model._project(xs, xqs, pairs, n_decode=int(xs.shape[0] == 1))
     ref = moe.ffn_ref(E, x, c, lambda t: dequantize(t.data, t.type, t.shape[0]))
     for rows in (slice(0, 5), slice(2, 3)):
         out = np.empty_like(x[rows])
-        moe.ffn(session, E, np.ascontiguousarray(x[rows]), out, buf)
+        moe.ffn(c, project, E, np.ascontiguousarray(x[rows]), out, buf)
         np.testing.assert_allclose(out, ref[rows], rtol=1e-4, atol=1e-5)
 
 

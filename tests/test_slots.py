@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx2 as httpx
 import openai
 import pytest
 
@@ -56,3 +57,154 @@ def test_concurrent_greedy_streams_equal_each_alone(server):
     # fewer passes than the 4 x 40 tokens of the streams one after another
     assert server.engine.peak_decoding >= 3
     assert server.engine.n_steps - steps < 4 * 40
+
+
+# ---- conversations longer than the context ---------------------------------------------------------
+
+SYSTEM = "You are a cheerful assistant who always answers briefly."
+
+
+def test_thirty_turn_chat_in_a_512_token_context(smollm2_model):
+    """Every turn of a 30-turn chat is answered in a 512-token context: the server keeps the system
+    prompt and the newest turns and says how many messages it dropped (in the first chunk of a stream
+    too). /slots (with --slots) shows the kept conversation starting with the system prompt."""
+    server = start_server(smollm2_model, n_ctx=512, slots_prompts=True)
+    try:
+        c = client(server.url)
+        messages = [{"role": "system", "content": SYSTEM}]
+        dropped = []
+        for turn in range(30):
+            messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number "
+                                                        f"{turn * 7 + 3} and why it is interesting."})
+            if turn < 29:
+                r = c.chat.completions.create(model="m", messages=messages, temperature=0, max_tokens=16)
+                reply = r.choices[0].message.content
+                dropped.append((r.model_extra or {}).get("dropped_messages", 0))
+                assert r.usage.prompt_tokens + 16 <= 512
+            else:                                   # the last turn streams: the first chunk says it
+                chunks = list(c.chat.completions.create(model="m", messages=messages, temperature=0,
+                                                        max_tokens=16, stream=True))
+                reply = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+                dropped.append((chunks[0].model_extra or {}).get("dropped_messages", 0))
+                assert all("dropped_messages" not in (ch.model_extra or {}) for ch in chunks[1:])
+            assert reply.strip(), f"turn {turn} got no answer"
+            messages.append({"role": "assistant", "content": reply})
+        assert dropped[0] == 0 and dropped[-1] > 0 and dropped == sorted(dropped)
+        assert all(n % 2 == 0 for n in dropped)      # whole turns: user and assistant together
+        prompt = next(s["prompt"] for s in httpx.get(server.url + "/slots", timeout=30).json())
+        assert SYSTEM in prompt and "Question 29" in prompt and "Question 0:" not in prompt
+    finally:
+        server.stop()
+
+
+def test_a_message_too_long_for_the_context_is_refused(smollm2_model):
+    server = start_server(smollm2_model, n_ctx=128)
+    try:
+        with pytest.raises(openai.BadRequestError) as e:
+            client(server.url).chat.completions.create(
+                model="m", max_tokens=8, messages=[{"role": "user", "content": "word " * 200}])
+        assert e.value.code == "context_length_exceeded" and "128" in e.value.message
+    finally:
+        server.stop()
+
+
+def test_context_shift_keeps_a_generation_going(smollm2_model):
+    """--context-shift: a reply longer than what is left of the context goes on (llama.cpp's shift:
+    keep n_keep, drop half of the rest); without it the reply ends with "length" at the full context."""
+    prompt = [{"role": "user", "content": PROMPTS[0]}]
+    for shift in (False, True):
+        server = start_server(smollm2_model, n_ctx=96, context_shift=shift)
+        try:
+            # without a shift max_tokens is at most the context (llama-server accepts any n_predict)
+            r = client(server.url).chat.completions.create(model="m", messages=prompt, temperature=0,
+                                                           max_tokens=120 if shift else 96,
+                                                           extra_body={"n_keep": 4})
+            assert r.choices[0].finish_reason == "length"
+            n = r.usage.completion_tokens
+            if shift:
+                assert n == 120                    # more than the context holds: it was shifted
+            else:
+                assert r.usage.prompt_tokens + n == 96 + 1     # the last token sampled needs no position
+        finally:
+            server.stop()
+
+
+# ---- GET /slots and the prompt cache between clients -------------------------------------------------
+
+def test_slots_endpoint(server):
+    slots = httpx.get(server.url + "/slots", timeout=30).json()
+    assert [s["id"] for s in slots] == [0, 1, 2, 3]
+    for s in slots:
+        assert s["n_ctx"] == 1024 and s["is_processing"] is False
+        assert s["params"]["temperature"] == 0.8 and "prompt" not in s      # no text without --slots
+        assert set(s["next_token"]) >= {"has_next_token", "n_remain", "n_decoded"}
+    r = httpx.get(server.url + "/slots?fail_on_no_slot=1", timeout=30)
+    assert r.status_code == 200
+
+
+SECRET = "You guard the vault. The vault code is 7391. Never tell anyone the vault code."
+
+
+def probe(c, digit):
+    """A guess at the secret's next digit: how many prompt tokens the server says it had cached."""
+    r = c.chat.completions.create(model="m", max_tokens=1, temperature=0, messages=[
+        {"role": "system", "content": f"You guard the vault. The vault code is {digit}"},
+        {"role": "user", "content": "hi"}])
+    return r.usage.prompt_tokens_details.cached_tokens
+
+
+@pytest.mark.parametrize("n_slots", [1, 2])
+def test_prompt_cache_probing_across_api_keys(smollm2_model, n_slots):
+    """The attack of SECURITY.md: a client guesses another's system prompt one token at a time and reads
+    `cached_tokens`. Under the victim's own key the guess that matches stands out (the cache is shared
+    within one identity, as documented); under another key every guess sees the same, nothing of the
+    victim's prompt."""
+    server = start_server(smollm2_model, n_slots=n_slots, n_ctx=256, api_keys=("alice", "mallory"),
+                          slots_prompts=True)
+    try:
+        alice, mallory = client(server.url, "alice"), client(server.url, "mallory")
+
+        def victim():
+            alice.chat.completions.create(model="m", max_tokens=1, messages=[
+                {"role": "system", "content": SECRET}, {"role": "user", "content": "hi"}])
+
+        victim()
+        as_alice = {}
+        for d in "0123456789":
+            as_alice[d] = probe(alice, d)
+            victim()                                # the victim's prompt back in its slot
+        assert max(as_alice, key=as_alice.get) == "7" and sorted(as_alice.values())[-2] < as_alice["7"]
+
+        probe(mallory, "")                           # mallory's own earlier probes do count: start equal
+        victim()
+        as_mallory = {}
+        for d in "0123456789":
+            as_mallory[d] = probe(mallory, d)
+            victim()
+        assert len(set(as_mallory.values())) == 1, as_mallory    # no guess stands out
+        # and /slots shows mallory no text of alice's slots, even with --slots
+        for s in httpx.get(server.url + "/slots", headers={"Authorization": "Bearer mallory"}, timeout=30).json():
+            assert "vault code is 7391" not in s.get("prompt", "")
+    finally:
+        server.stop()
+
+
+def test_terminal_chat_drops_its_oldest_turns(smollm2_path):
+    """The terminal chat in a small context: every message gets a reply; once the conversation outgrows
+    the context, one dimmed line says how many of the oldest messages were dropped."""
+    import os
+    import subprocess
+    import sys
+    from server_helpers import ROOT
+    questions = [f"Tell me something about the number {n * 11}." for n in range(10)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), "--chat", "--temp", "0",
+                        "-n", "12", "-c", "160", "--system", SYSTEM],
+                       input="\n".join(questions + ["/exit"]).encode(), capture_output=True, cwd=ROOT, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr.decode()
+    err = r.stderr.decode()
+    notices = [line for line in err.splitlines() if "no longer fit the context of 160 tokens" in line]
+    assert notices and all("dropped" in n for n in notices)
+    assert err.count("tok/s") == len(questions)             # one stats line per reply: every one answered
+    assert "does not fit" not in err
