@@ -5,8 +5,9 @@ opens a block that the next `\"\"\"` line closes (llamafile's convention). Comma
 (forget the conversation, keep the system prompt), /exit. Ctrl-C stops the reply being written (what was
 written stays in the conversation) and, at the prompt, discards the line; Ctrl-D quits. After each
 reply a dimmed line on stderr gives tokens/s. When the conversation outgrows the context, its oldest
-messages (after the system prompt) are dropped with a one-line notice, keeping room for the reply. When stdin is not a terminal, messages are read line by
-line with the same rules and no prompt is shown.
+messages (after the system prompt) are dropped with a one-line notice, keeping room for the reply
+(runtime/conversation.py). When stdin is not a terminal, messages are read line by line with the same
+rules and no prompt is shown.
 """
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
 
         messages.append({"role": "user", "content": text})
         try:
-            ids, dropped = fit_messages(messages, lambda m: chat_prompt_ids(model, template, m), budget)
+            ids, dropped = fit_messages(messages, lambda m: chat_prompt_ids(model, template, m), budget,
+                                        session.n_ctx)
             if dropped:
                 messages = drop_oldest(messages, dropped)
                 term.note(f"(the {dropped} oldest message{'s' if dropped > 1 else ''} no longer fit the "
@@ -148,7 +150,7 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
                            context_shift=options.context_shift, n_keep=options.n_keep)
         except (ConversationTooLong, PromptTooLong) as e:
             messages.pop()
-            term.note(f"the message does not fit the context of {session.n_ctx} tokens: {e}")
+            term.note(f"the message does not fit: {e}")
             continue
         except ChatTemplateError as e:      # the template refuses this conversation (raise_exception)
             messages.pop()

@@ -1,13 +1,14 @@
 """Conversations longer than the context: keep the system prompt and the newest turns.
 
-    prompt, dropped = fit_messages(messages, render, budget, length=len)
+    prompt, dropped = fit_messages(messages, render, budget, limit, length=len)
 
 `render(messages)` renders a conversation to its prompt (token ids through the chat template, or a
 server's plan of them with the tools), and `length(prompt)` counts its tokens. When the whole
 conversation is over `budget` tokens, the oldest messages after the leading system messages are
 dropped, whole turns at a time: what is left starts with a user message, which every template accepts.
-The last message is always kept. The server reports the number dropped as `dropped_messages`; the
-terminal chat forgets them with a one-line notice.
+The last message is always kept, and a conversation that cannot be brought under the budget is still
+taken when it is under `limit` (the reply gets what is left). The server reports the number dropped
+as `dropped_messages`; the terminal chat forgets them with a one-line notice.
 
 How much goes: the tokens to drop are rounded up to a multiple of a quarter of the budget, then the
 fewest oldest turns that hold that many go. A chat client sends the whole history every turn, so the
@@ -26,13 +27,13 @@ from typing import Callable
 
 
 class ConversationTooLong(ValueError):
-    """Even the system prompt and the last message alone are over the budget."""
+    """Even the system prompt and the last message alone do not fit the context."""
 
-    def __init__(self, n_tokens: int, budget: int):
-        super().__init__(f"the system prompt and the last message are {n_tokens} tokens; "
-                         f"{budget} fit beside room for the reply")
+    def __init__(self, n_tokens: int, limit: int):
+        super().__init__(f"the prompt is {n_tokens} tokens even with only the system prompt and the last "
+                         f"message, but the context holds {limit}")
         self.n_tokens = n_tokens
-        self.budget = budget
+        self.limit = limit
 
 
 def reply_room(n_ctx: int, max_tokens: int | None) -> int:
@@ -42,9 +43,12 @@ def reply_room(n_ctx: int, max_tokens: int | None) -> int:
     return n_ctx // 4
 
 
-def fit_messages(messages: list[dict], render: Callable[[list[dict]], object], budget: int,
+def fit_messages(messages: list[dict], render: Callable[[list[dict]], object], budget: int, limit: int,
                  length: Callable[[object], int] = len) -> tuple[object, int]:
-    """-> (the kept conversation rendered, number of messages dropped). Raises ConversationTooLong."""
+    """-> (the kept conversation rendered, number of messages dropped). `budget`: the prompt's size
+    with room for the reply; `limit`: the context size, which the prompt must stay under (a prompt that
+    cannot be brought under the budget is still taken when it is under the limit, its reply gets what
+    is left). Raises ConversationTooLong."""
     whole = render(messages)
     n_whole = length(whole)
     if n_whole <= budget:
@@ -69,8 +73,10 @@ def fit_messages(messages: list[dict], render: Callable[[list[dict]], object], b
         else:
             lo = mid + 1
     if best is None:
-        last = render(drop_oldest(messages, cuts[-1])) if cuts else whole
-        raise ConversationTooLong(length(last), budget)
+        shortest = (render(drop_oldest(messages, cuts[-1])), cuts[-1]) if cuts else (whole, 0)
+        if length(shortest[0]) >= limit:
+            raise ConversationTooLong(length(shortest[0]), limit)
+        return shortest
     return best
 
 

@@ -89,10 +89,10 @@ def fit_conversation(engine, messages: list[dict], render, length, max_tokens: i
     context with room for the reply; 400 context_length_exceeded when even the last message does not."""
     budget = engine.n_ctx - reply_room(engine.n_ctx, max_tokens)
     try:
-        return fit_messages(messages, render, budget, length)
+        return fit_messages(messages, render, budget, engine.n_ctx, length)
     except ConversationTooLong as e:
-        raise APIError(400, f"the conversation does not fit the context of {engine.n_ctx} tokens: {e}",
-                       param="messages", code="context_length_exceeded") from None
+        raise APIError(400, f"{e}: shorten the message", param="messages",
+                       code="context_length_exceeded") from None
 
 
 async def completions(request: Request) -> Response:

@@ -10,7 +10,8 @@ steps until no slot is busy. One step is one forward pass over:
   together, the weights read once per step rather than once per stream;
 - the next run of at most PREFILL_CHUNK prompt tokens of the first slot still reading its prompt
   (PREFILL_ALONE when no stream is waiting for it), so a long prompt does not freeze the running
-  streams.
+  streams. The run that ends a prompt goes without the decode rows, so a new request's first token
+  waits for no one else's.
 Each slot's row is computed as it would be alone (runtime.model.Model.forward), so a greedy stream's text
 does not depend on the others. Sampling, stop strings and logprobs are runtime.generate.Completion's,
 one per slot with its own sampler state (constraints and tool calls work per slot).
@@ -284,20 +285,25 @@ class Engine:
         decoding = [s for s in self.slots if s.task is not None and s.task.decoding]
         reading = [s for s in self.slots if s.task is not None and not s.task.decoding]
         prefill = min(reading, key=lambda s: s.task.t_start, default=None)
+        chunk, ends_prompt = [], False
+        if prefill is not None:
+            t = prefill.task
+            chunk = t.job.prompt_ids[t.n_fed:t.n_fed + (PREFILL_CHUNK if decoding else PREFILL_ALONE)]
+            ends_prompt = t.n_fed + len(chunk) == len(t.job.prompt_ids)
+            if ends_prompt:
+                decoding = []     # the run that ends a prompt goes alone: its first token waits for
+                                  # no one's decode step (the others wait one short step)
         ids, seq, pos = [], [], []
         for s in decoding:
             ids.append(s.task.completion.token)
             seq.append(s.id)
             pos.append(len(s.tokens))
         logit_rows = list(range(len(decoding)))
-        chunk: list[int] = []
         if prefill is not None:
-            t = prefill.task
-            chunk = t.job.prompt_ids[t.n_fed:t.n_fed + (PREFILL_CHUNK if decoding else PREFILL_ALONE)]
             ids += chunk
             seq += [prefill.id] * len(chunk)
             pos += range(len(prefill.tokens), len(prefill.tokens) + len(chunk))
-            if t.n_fed + len(chunk) == len(t.job.prompt_ids):
+            if ends_prompt:
                 logit_rows.append(len(ids) - 1)
         if not ids:
             return
@@ -315,7 +321,7 @@ class Engine:
             t = prefill.task
             prefill.tokens += chunk
             t.n_fed += len(chunk)
-            if t.n_fed == len(t.job.prompt_ids):
+            if ends_prompt:
                 t.completion.t_prompt = now - t.t_start
                 t.t_first = now
                 t.decoding = True

@@ -22,6 +22,7 @@ still in flight) and the script stops the server it started.
 
     python scripts/load_test.py                       # 32 clients, 60 s
     python scripts/load_test.py -n 8 -s 20            # a short run
+    python scripts/load_test.py -np 4                 # the server with 4 slots (--parallel 4)
 """
 from __future__ import annotations
 
@@ -217,6 +218,8 @@ def main(argv=None) -> int:
                     help="seconds the requests in flight at the end may still take (default: 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-m", "--model", help="GGUF file (default: SmolLM2 from scripts/fetch_models.py)")
+    ap.add_argument("-np", "--parallel", type=int, default=1, help="server slots, --parallel (default: 1)")
+    ap.add_argument("-t", "--threads", type=int, default=None, help="server threads (default: all)")
     args = ap.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or not 0 <= args.disconnect <= 1:
         ap.error("need --clients >= 1, --seconds > 0 and 0 <= --disconnect <= 1")
@@ -227,8 +230,9 @@ def main(argv=None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile("w+")    # the server's stderr, shown when something failed
+    extra = ["-np", str(args.parallel)] + (["-t", str(args.threads)] if args.threads else [])
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "--server", "--nobrowser", "--host", "127.0.0.1",
-                             "--port", str(port), "-m", args.model], cwd=ROOT, stdin=subprocess.DEVNULL,
+                             "--port", str(port), "-m", args.model, *extra], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_healthy(url, proc, timeout=300)
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
         httpx.post(url + "/v1/chat/completions", timeout=300,
                    json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
         before = rss_kib(proc.pid)
-        print(f"server pid {proc.pid} on {url}; {args.clients} clients for {args.seconds:g} s, "
+        print(f"server pid {proc.pid} on {url} (-np {args.parallel}); {args.clients} clients for {args.seconds:g} s, "
               f"{args.disconnect:.0%} dropped early, max_tokens {args.max_tokens}", flush=True)
 
         stats, done = Stats(), threading.Event()
