@@ -12,8 +12,8 @@ Fields are checked as api_schema checks OpenAI's (the same sampling fields, limi
 llama.cpp's `logit_bias`, `grammar`, `json_schema` and `ignore_eos`. llama.cpp fields for samplers
 chatfile does not have (mirostat, DRY, XTC, typical-p, dynamic temperature, ...)
 are accepted at their "off" values and refused with a 400 naming the field otherwise, so a client never
-silently gets other sampling than it asked for; fields that change nothing here (n_keep, id_slot, the
-samplers' order, ...) are accepted and ignored. Unknown fields get a 400, as on the OpenAI endpoints.
+silently gets other sampling than it asked for; fields that change nothing here (id_slot, the
+samplers' order, ...) are accepted and ignored (n_keep is read: the context shift keeps that many). Unknown fields get a 400, as on the OpenAI endpoints.
 
 Responses: `final()` and `partial()` build /completion's JSON (`content`, `tokens`, `stop`, `stop_type`,
 `stopping_word`, `truncated`, `generation_settings`, `timings`, `completion_probabilities`, ...).
@@ -41,12 +41,12 @@ _OFF = {"typical_p": 1.0, "dynatemp_range": 0.0, "mirostat": 0, "dry_multiplier"
 # fields that change nothing in chatfile's output: tuning of the samplers above, slots, timings, ...
 _IGNORED = frozenset({"dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_base", "dry_allowed_length",
                       "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "adaptive_decay",
-                      "min_keep", "n_keep", "n_discard", "id_slot", "samplers", "timings_per_token",
+                      "min_keep", "n_discard", "id_slot", "samplers", "timings_per_token",
                       "n_cache_reuse", "model", "backend_sampling", "sse_ping_interval", "verbose"})
 # sampling fields read as api_schema reads them on the OpenAI endpoints
 _SAMPLING = frozenset({"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
                        "presence_penalty", "frequency_penalty", "seed", "stop", "cache_prompt", "logit_bias",
-                       "grammar", "json_schema"})
+                       "grammar", "json_schema", "n_keep"})
 _COMPLETION = _SAMPLING | _IGNORED | set(_OFF) | {
     "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields", "ignore_eos",
     "n_cmpl"}

@@ -108,10 +108,13 @@ def test_rope_matches_twin_and_rotates_the_right_pairs(neox):
     np.testing.assert_array_equal(p0[0], x[0])
     # a rotation by -d after one by p + d is one by p, to float32 rounding (llama.cpp's K shift)
     back = x.copy()
-    ops.rope(back, np.full(6, 50, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
-    ops.rope(back, np.full(6, -20, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    ops.rope(back, np.full(6, 50, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox,
+             *NO_YARN)
+    ops.rope(back, np.full(6, -20, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox,
+             *NO_YARN)
     at30 = x.copy()
-    ops.rope(at30, np.full(6, 30, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox, *NO_YARN)
+    ops.rope(at30, np.full(6, 30, np.int64), n_heads, hd, theta_scale, np.float32(1), factors, neox,
+             *NO_YARN)
     np.testing.assert_allclose(back, at30, rtol=1e-4, atol=1e-4)
 
 
