@@ -207,11 +207,12 @@ class Generation:
                 yield piece
                 return
             if len(session.tokens) >= session.n_ctx:           # no room for the token just sampled
-                if not context_shift:
+                n_keep_now, n_discard = shift_amounts(len(session.tokens), session.n_ctx, n_keep)
+                if not context_shift or n_discard == 0:
                     piece.text += c.end_full().text
                     yield piece
                     return
-                session.shift(*shift_amounts(len(session.tokens), session.n_ctx, n_keep))
+                session.shift(n_keep_now, n_discard)
                 c.n_shifted += 1
             yield piece
             if self._closed:

@@ -286,6 +286,10 @@ class Model:
         c = self.config
         eps = np.float32(c.norm_eps)
         R = len(ids)
+        if R > buf.rows or len(logit_rows) > buf.heads or pos.min() < 0 or pos.max() >= kv.n_ctx \
+                or seq.min() < 0 or seq.max() >= kv.n_seqs:     # the kernels do not bounds-check
+            raise ValueError(f"batch of {R} rows does not fit: buffers {buf.rows}/{buf.heads}, positions "
+                             f"{pos.min()}..{pos.max()} of {kv.n_ctx}, sequences up to {seq.max()} of {kv.n_seqs}")
         x, xn, xq = buf.x[:R], buf.xn[:R], buf.xq[:R]
         q, k, v, att, attq = buf.q[:R], buf.k[:R], buf.v[:R], buf.att[:R], buf.attq[:R]
         o, gate, up, hq = buf.o[:R], buf.gate[:R], buf.up[:R], buf.hq[:R]
@@ -336,7 +340,7 @@ class Model:
             # feed-forward block: norm, gate and up, SiLU or GELU gate, down (or routed experts)
             ops.rms_norm(xn, x, L.ffn_norm, eps)
             if L.experts is not None:
-                moe.ffn(c, moe_project, L.experts, xn, o, buf.moe)
+                moe.ffn(self, moe_project, L.experts, xn, o, buf.moe)
             else:
                 self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode)
                 if L.b_gate is not None:

@@ -98,15 +98,16 @@ def _expert(project, gate, up, down, x, out, buf):
     project(g, hq, ((down, out),))
 
 
-def ffn(c, project, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> None:
+def ffn(model, project, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -> None:
     """xn [T, dim] (the normalised residual) -> out [T, dim]: the routed experts' weighted sum.
-    c: the ModelConfig; project(x, xq, ((W, out), ...)): the forward pass's weight products."""
+    project(x, xq, ((W, out), ...)): the forward pass's weight products (Model._project)."""
+    c = model.config
     T = xn.shape[0]
     probs = buf.probs[:T]
     project(xn, buf.xq[:T], ((E.router, probs),))
     chosen, weights = route(probs, c.n_experts_used, c.expert_norm, c.expert_weights_scale)
     if T == 1:
-        _decode(session, E, xn, out, buf, chosen[0], weights[0])
+        _decode(model, project, E, xn, out, buf, chosen[0], weights[0])
         return
     outs = buf.outs[:T]
     for e in np.unique(chosen):
@@ -125,29 +126,29 @@ def ffn(c, project, E: Experts, xn: np.ndarray, out: np.ndarray, buf: Buffers) -
         out += down
 
 
-def _decode(session, E: Experts, xn, out, buf, chosen, weights) -> None:
+def _decode(model, project, E: Experts, xn, out, buf, chosen, weights) -> None:
     # ffn for one position: x is rounded once for every chosen expert's gate and up (they share a
     # type in any file llama.cpp writes), not once per expert; no gathering
     ff = E.up[0].n_rows
     g, u, hq, down = buf.gate[:1, :ff], buf.up[:1, :ff], buf.hq[:1, :ff], buf.down[:1]
-    kind = ops.ACT_KIND[E.up[0].type] if session.model.llama_rounding else ops.ACT_F32
+    kind = ops.ACT_KIND[E.up[0].type] if model.llama_rounding else ops.ACT_F32
     xq = buf.xq[:1]
     ops.round_activations(xq, xn, kind)
     for slot, e in enumerate(chosen):
         ws = [E.up[e]] if E.gate is None else [E.gate[e], E.up[e]]
         if any(w.type != E.up[0].type for w in ws):            # mixed types: round per product
-            _expert(session, None if E.gate is None else E.gate[e], E.up[e], E.down[e], xn, down, buf)
+            _expert(project, None if E.gate is None else E.gate[e], E.up[e], E.down[e], xn, down, buf)
             ops.round_activations(xq, xn, kind)                 # _expert used xq as its scratch
         else:
             kernels.matvecs(ws, xq[0], [g[0]] if E.gate is None else [g[0], u[0]])
             ops.swiglu(g, g, buf.ones[:1, :ff] if E.gate is None else u)
-            session._project(g, hq, ((E.down[e], down),))
+            project(g, hq, ((E.down[e], down),))
         if slot == 0:
             np.multiply(down, weights[0], out=out)
         else:
             out += down * weights[slot]
     if E.shared is not None:
-        _expert(session, *E.shared, xn, down, buf)
+        _expert(project, *E.shared, xn, down, buf)
         out += down
 
 

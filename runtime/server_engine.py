@@ -338,8 +338,8 @@ class Engine:
         piece: Piece = c.step(logits, slot.tokens)
         c.t_generate = now - t.t_first
         if c.finish_reason is None and len(slot.tokens) >= self.n_ctx:   # no room for the new token
-            if self.context_shift:
-                n_keep, n_discard = shift_amounts(len(slot.tokens), self.n_ctx, self._n_keep(t))
+            n_keep, n_discard = shift_amounts(len(slot.tokens), self.n_ctx, self._n_keep(t))
+            if self.context_shift and n_discard > 0:
                 with self.lock:
                     self.model.shift_kv(self.kv, slot.id, n_keep, n_discard, len(slot.tokens))
                 del slot.tokens[n_keep:n_keep + n_discard]

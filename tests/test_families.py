@@ -102,7 +102,7 @@ def test_moe_layer_matches_its_twin():
     ref = moe.ffn_ref(E, x, c, lambda t: dequantize(t.data, t.type, t.shape[0]))
     for rows in (slice(0, 5), slice(2, 3)):
         out = np.empty_like(x[rows])
-        moe.ffn(c, project, E, np.ascontiguousarray(x[rows]), out, buf)
+        moe.ffn(model, project, E, np.ascontiguousarray(x[rows]), out, buf)
         np.testing.assert_allclose(out, ref[rows], rtol=1e-4, atol=1e-5)
 
 
