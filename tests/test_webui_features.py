@@ -534,7 +534,36 @@ def test_tool_calls_shown_and_sent_back(open_profile, tmp_path):
     assert json.loads(page.text_content(".message:nth-of-type(6) .tool-call pre")) == {"tz": "CET"}
 
 
-def test_dropped_messages_notice(open_profile):
+def test_dropped_messages_from_a_small_context(browser, smollm2_model, tmp_path):
+    """A long conversation sent to a server whose context is 512 tokens: the page sends the whole visible
+    path, the server leaves the oldest turns out and says how many, and the page shows that number."""
+    from runtime.sampler import SamplingParams
+    small = start_server(smollm2_model, n_ctx=512, max_tokens=8, defaults=SamplingParams(temperature=0.0))
+    profile = Profile(browser, small.url, DESKTOP)
+    try:
+        page = profile.new_page()
+        turns = []
+        for i in range(8):
+            turns += [{"role": "user", "content": f"Tell me fact number {i} about the sea. " + "Waves roll in. " * 12},
+                      {"role": "assistant", "content": f"Fact {i}: " + "The sea is deep and wide. " * 12}]
+        import_file(page, write_json(tmp_path, "long.json", {"title": "Long chat", "messages": turns}))
+        page.click("#conversations .title")
+        with page.expect_response(CHAT) as response:
+            body = sent_body(page, lambda: send(page, "Which fact was first?"))
+        assert len(body["messages"]) == 17                             # the page sends the whole path
+        page.wait_for_selector(DONE, timeout=120_000)
+        first = next(line for line in response.value.text().splitlines() if line.startswith("data: "))
+        dropped = json.loads(first[6:])["dropped_messages"]
+        assert 0 < dropped < 17
+        assert page.text_content(".message:nth-of-type(18) .notice") == \
+            f"{dropped} earlier messages were left out to fit the model's context"
+        assert visible_path(stored(page)[0])[-1]["dropped"] == dropped
+    finally:
+        profile.close()
+        small.stop()
+
+
+def test_dropped_messages_notice_is_kept(open_profile):
     page = open_profile().new_page()
     reply_once_with(page, "Short answer.", first={"dropped_messages": 3})
     send(page, "A question after a long chat.")

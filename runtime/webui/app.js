@@ -39,8 +39,12 @@ const current = () => state.convs.get(state.currentId) || null;
 let sidebar = null;
 
 function setStatus(text, isError = false) { ui.status.textContent = text; ui.status.classList.toggle("error", isError); }
+/** Save `conv`; resolves true once it is stored (false, with the error shown, if it could not be). */
 function persist(conv) {
-  state.ready.then(() => state.store.save(conv)).catch((err) => setStatus(`could not save the conversation: ${err.message || err}`, true));
+  return state.ready.then(() => state.store.save(conv)).then(() => true, (err) => {
+    setStatus(`could not save the conversation: ${err.message || err}`, true);
+    return false;
+  });
 }
 function el(tag, cls, text) {
   const e = document.createElement(tag);

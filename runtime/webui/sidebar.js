@@ -12,7 +12,7 @@ import { formatBytes } from "./files.js";
 const SNIPPET = 60;   // characters of context shown around a search hit in a message
 
 export class Sidebar {
-  /** ctx: {ui, state, open(id), setStatus(text, isError), persist(conv), render()} from app.js */
+  /** ctx: {ui, state, open(id), setStatus(text, isError), persist(conv) -> Promise<saved>, render()} from app.js */
   constructor(ctx) {
     this.ctx = ctx;
     const { ui } = ctx;
@@ -119,6 +119,7 @@ export class Sidebar {
     }
     await state.ready;
     let added = 0, merged = 0, copies = 0;
+    const saves = [];
     for (const conv of incoming.map(settle)) {
       const mine = state.convs.get(conv.id);
       let kept = conv;
@@ -126,11 +127,12 @@ export class Sidebar {
       else if (mergeInto(mine, conv)) { kept = mine; merged += 1; }
       else { kept = settle(withFreshIds(conv)); copies += 1; }
       state.convs.set(kept.id, kept);
-      persist(kept);
+      saves.push(persist(kept));
     }
+    render();
+    if (!(await Promise.all(saves)).every(Boolean)) return;    // the storage error is on the status line
     const parts = [`${added} new`, merged && `${merged} merged with one already here`, copies && `${copies} added as copies`];
     setStatus(`Imported ${incoming.length} conversation${incoming.length === 1 ? "" : "s"}: ${parts.filter(Boolean).join(", ")}`);
-    render();
   }
 }
 
