@@ -41,7 +41,7 @@ def test_chat_stream_stop_reload(page, live_server, smollm2_model):
     page.wait_for_selector(".message.assistant.streaming")
     assert page.is_visible(STOP)
     page.wait_for_function("() => document.querySelector('.message.assistant .body').textContent.length > 0")
-    page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .stats", timeout=120_000)
     # the page's reply is the API's greedy reply to the same conversation (the stored Markdown source)
     path = visible_path(stored(page)[0])
     expected = httpx.post(live_server.url + "/v1/chat/completions", timeout=300, json={
@@ -90,11 +90,11 @@ def test_chat_stream_stop_reload(page, live_server, smollm2_model):
 def test_edit_and_resend(page):
     set_setting(page, "max_tokens", "4")
     send(page, "Say one word.")
-    page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .stats", timeout=120_000)
     page.click(".message.user .edit")
     page.fill(".edit-box textarea", "Say two words.")
     page.click(".edit-box .save-edit")
-    page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .stats", timeout=120_000)
     assert page.locator(".message").count() == 2
     assert page.text_content(".message.user .body") == "Say two words."
     assert page.text_content(".message.user .sibling-pos") == "2/2"       # the first version is kept
@@ -138,7 +138,7 @@ def test_api_key_prompt(browser, smollm2_model):
         page.wait_for_function(f"() => document.querySelector('#model-name').textContent === {name!r}")
         set_setting(page, "max_tokens", "3")
         send(page, "Hi")
-        page.wait_for_selector(".message.assistant:not(.streaming) .stats", timeout=120_000)
+        page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .stats", timeout=120_000)
         assert page.locator(".message.assistant .error").count() == 0
         profile.errors[:] = [e for e in profile.errors if "401" not in e]   # the page's first, keyless calls
         profile.close()
@@ -174,7 +174,7 @@ def test_model_output_cannot_act_as_the_page(page, profile):
     set_setting(page, "max_tokens", "2")
     reply_once_with(page, HOSTILE_REPLY)
     send(page, "Summarize the attached page.")
-    page.wait_for_selector(".message.assistant:not(.streaming) .meta", timeout=30_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .meta", timeout=30_000)
 
     rendered = page.locator("#messages .message.assistant .body")
     assert "Sure, here is the summary." in rendered.text_content()
@@ -213,7 +213,7 @@ def test_model_output_cannot_act_as_the_page(page, profile):
         {"role": "assistant", "content": HOSTILE_REPLY},
         {"role": "user", "content": "Merci. Et maintenant ?"}]
     assert body["max_tokens"] == 2 and "temperature" not in body      # only what the user set
-    page.wait_for_selector(".message.assistant:nth-of-type(4):not(.streaming) .meta", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:nth-of-type(4):not(.streaming) .meta", timeout=120_000)
 
     # the real Stop still stops a reply
     set_setting(page, "max_tokens", "200")
@@ -280,7 +280,7 @@ def test_real_model_reply_cannot_rewrite_the_next_message(page, profile):
     set_setting(page, "system-prompt", "Answer briefly.")
     set_setting(page, "custom-params", json.dumps({"grammar": f"root ::= {gbnf_literal(attack)}", "max_tokens": 200}))
     send(page, "Summarize the page.")
-    page.wait_for_selector(".message.assistant:not(.streaming) .regenerate", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message.assistant:not(.streaming) .regenerate", timeout=120_000)
     assert [m["content"] for m in visible_path(stored(page)[0])] == ["Summarize the page.", attack]
     assert page.locator("#messages textarea, #messages [id]").count() == 0
     set_setting(page, "custom-params", "")
@@ -292,4 +292,4 @@ def test_real_model_reply_cannot_rewrite_the_next_message(page, profile):
         "messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Summarize the page."},
                      {"role": "assistant", "content": attack}, {"role": "user", "content": "Thanks."}],
         "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 2}
-    page.wait_for_selector(".message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)

@@ -212,7 +212,7 @@ def test_branches_survive_reload_and_the_visible_path_is_sent(open_profile):
     page.wait_for_selector(DONE)
     send(page, "Another one.")
     page.wait_for_function("() => document.querySelectorAll('.message.assistant .regenerate').length === 2"
-                           " && !document.querySelector('.message.streaming')")
+                           " && !document.querySelector('.message.streaming') && !document.body.dataset.saving")
     first_branch = texts(page)
     assert len(first_branch) == 4
     first_sources = [(m["role"], m["content"]) for m in visible_path(stored(page)[0])]   # Markdown as sent
@@ -247,7 +247,7 @@ def test_branches_survive_reload_and_the_visible_path_is_sent(open_profile):
 
     body = sent_body(page, lambda: send(page, "And a third?"))
     assert [(m["role"], m["content"]) for m in body["messages"]] == first_sources + [("user", "And a third?")]
-    page.wait_for_selector(".message:nth-of-type(6).assistant:not(.streaming) .regenerate")
+    page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(6).assistant:not(.streaming) .regenerate")
     record = stored(page)[0]
     assert len(record["messages"]) == 1 + 4 + 2 + 1 + 2      # root, branch 1, fruit + reply, 2nd reply, new turn
 
@@ -485,7 +485,7 @@ def test_settings_start_from_the_servers_defaults(open_profile):
     set_setting(page, "max_tokens", "1")
     body = sent_body(page, lambda: send(page, "Tell me about Lisbon."))
     assert body["top_k"] == 3 and body["max_tokens"] == 1 and "temperature" not in body
-    page.wait_for_selector(".message:nth-of-type(4).assistant:not(.streaming) .regenerate")
+    page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(4).assistant:not(.streaming) .regenerate")
     assert page.text_content(".message:nth-of-type(4) .stats").endswith(" · cut at the token limit")
 
     # settings saved by older pages kept every field; only values unlike the old defaults were chosen
@@ -529,7 +529,7 @@ def test_tool_calls_shown_and_sent_back(open_profile, tmp_path):
     body = sent_body(page, lambda: send(page, "And the time?"))
     assert body["messages"][1:3] == [{"role": "assistant", "content": "", "tool_calls": calls},
                                      {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 18}'}]
-    page.wait_for_selector(".message:nth-of-type(6).assistant:not(.streaming) .regenerate")
+    page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(6).assistant:not(.streaming) .regenerate")
     assert page.text_content(".message:nth-of-type(6) .tool-name") == "Tool call: get_time · call_2"
     assert json.loads(page.text_content(".message:nth-of-type(6) .tool-call pre")) == {"tz": "CET"}
 
@@ -596,4 +596,4 @@ def test_tool_calls_from_the_server(open_profile):
     assert page.get_attribute("#custom-params", "class") == "invalid"
     body = sent_body(page, lambda: send(page, "Thanks."))
     assert "tools" not in body and body["stream"] is True
-    page.wait_for_selector(".message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)
+    page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)

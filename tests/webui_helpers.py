@@ -22,7 +22,8 @@ DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 # element with that id in document order, which is exactly what a hostile reply tries to provide.
 COMPOSER = "body > main > form#composer"
 INPUT, SEND, STOP = COMPOSER + " > textarea#input", COMPOSER + " > button#send", COMPOSER + " > button#stop"
-DONE = ".message.assistant:not(.streaming) .meta .regenerate"   # the last reply has finished
+# the last reply has finished and the conversation is stored (no write in flight)
+DONE = "body:not([data-saving]) .message.assistant:not(.streaming) .meta .regenerate"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,7 @@ def set_setting(page, field: str, value: str) -> None:
 def stored(page, select: str = "(r) => r") -> list:
     """The conversations in the page's IndexedDB ({conv, messages} records), each mapped in the page by
     the JavaScript function `select` (to bring back less than a whole big record)."""
+    page.wait_for_selector("body:not([data-saving])", state="attached")   # no write still in flight
     return page.evaluate("""() => new Promise((resolve, reject) => {
         const open = indexedDB.open('chatfile');
         open.onerror = () => reject(open.error);

@@ -41,10 +41,16 @@ let sidebar = null;
 function setStatus(text, isError = false) { ui.status.textContent = text; ui.status.classList.toggle("error", isError); }
 /** Save `conv`; resolves true once it is stored (false, with the error shown, if it could not be). */
 function persist(conv) {
+  saving(+1);
   return state.ready.then(() => state.store.save(conv)).then(() => true, (err) => {
     setStatus(`could not save the conversation: ${err.message || err}`, true);
     return false;
-  });
+  }).finally(() => saving(-1));
+}
+let pendingSaves = 0;   // shown as <body data-saving="N"> while writes are in flight (tests wait on it)
+function saving(delta) {
+  pendingSaves += delta;
+  if (pendingSaves > 0) document.body.dataset.saving = String(pendingSaves); else delete document.body.dataset.saving;
 }
 function el(tag, cls, text) {
   const e = document.createElement(tag);
