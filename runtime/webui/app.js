@@ -464,6 +464,7 @@ function init() {
     ui.apiKeyBox.hidden = true; setStatus(""); loadServerInfo();
   });
   document.addEventListener("keydown", onShortcut);
+  window.addEventListener("beforeunload", (e) => { if (pendingSaves) e.preventDefault(); });   // a write in flight
   wireFiles();
 }
 
