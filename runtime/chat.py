@@ -18,6 +18,7 @@ import threading
 
 from .chat_template import CHATML, ChatTemplate, ChatTemplateError, chat_prompt_ids
 from .conversation import ConversationTooLong, drop_oldest, fit_messages, reply_room
+from .ggml import Keys
 from .generate import PromptTooLong, generate
 from .options import ChatOptions
 
@@ -106,8 +107,8 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
     stop_flag = StopFlag()
     lock = lock or contextlib.nullcontext()
 
-    if template.source == CHATML and not options.chat_template:
-        term.note("note: the model has no chat template; using ChatML")
+    if template.source == CHATML and not options.chat_template and not model.gguf.metadata.get(Keys.CHAT_TEMPLATE):
+        term.note("note: the model has no chat template; using ChatML")   # (one it cannot use: for_model said so)
     if term.interactive:
         term.note(f"chatting with {_model_name(model)} ({session.n_ctx} tokens of context). /help for help")
 

@@ -23,12 +23,14 @@ import os
 from datetime import datetime
 from typing import Callable
 
+import sys
+
 import jinja2
 import jinja2.ext
 from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .ggml import Keys
+from .template_limits import LimitedEnvironment, TemplateLimit, compile_template, render
 
 # llama.cpp src/llama-chat.cpp, LLM_CHAT_TEMPLATE_CHATML
 CHATML = (
@@ -40,7 +42,11 @@ CHATML = (
 
 
 class ChatTemplateError(ValueError):
-    """The template does not parse, refuses the conversation (raise_exception), or is unsafe."""
+    """The template does not parse, refuses the conversation (raise_exception), is unsafe, or goes past
+    a limit of runtime/template_limits.py."""
+
+
+_REFUSED: set[str] = set()    # model templates already reported as unusable (the warning is printed once)
 
 
 class _GenerationTag(jinja2.ext.Extension):
@@ -62,11 +68,13 @@ def _raise_exception(message):
     raise ChatTemplateError(message)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment() -> LimitedEnvironment:
+    # transformers' sandbox, with limits on time, size and depth (runtime/template_limits.py)
+    env = LimitedEnvironment(
         loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
         extensions=[_GenerationTag, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
+    env.limit_filters()
     return env
 
 
@@ -80,20 +88,30 @@ class ChatTemplate:
         self.eos_token = eos_token
         self._now = now   # the clock behind strftime_now (tests pin it)
         try:
-            self._template = _environment().from_string(source)
+            self._template = compile_template(_environment(), source)
         except TemplateError as e:
             line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
             raise ChatTemplateError(f"chat template does not parse{line}: {e.message or e}") from None
+        except TemplateLimit as e:
+            raise ChatTemplateError(f"chat template refused: {e}") from None
+        except Exception as e:     # a 5000-digit literal: ValueError; anything else the parser raises
+            raise ChatTemplateError(f"chat template does not parse: {_one_line(e)}") from None
 
     @classmethod
     def for_model(cls, model, override: str | None = None) -> "ChatTemplate":
         """The model's own template (or ChatML when it has none), unless `override` (see load_override)."""
         tok = model.tokenizer
+        tokens = {"bos_token": _token_text(tok, tok.bos_id), "eos_token": _token_text(tok, tok.eos_id)}
         if override:
-            source = load_override(override)
-        else:
-            source = model.gguf.metadata.get(Keys.CHAT_TEMPLATE) or CHATML
-        return cls(source, bos_token=_token_text(tok, tok.bos_id), eos_token=_token_text(tok, tok.eos_id))
+            return cls(load_override(override), **tokens)
+        source = model.gguf.metadata.get(Keys.CHAT_TEMPLATE) or CHATML
+        try:
+            return cls(source, **tokens)
+        except ChatTemplateError as e:   # the file's own template: say so once and go on, as llama-server does
+            if source not in _REFUSED:
+                _REFUSED.add(source)
+                print(f"chatfile: warning: the model's {e}; using ChatML instead", file=sys.stderr, flush=True)
+            return cls(CHATML, **tokens)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list | None = None,
                **extra) -> str:
@@ -101,19 +119,29 @@ class ChatTemplate:
         list, always defined (None without tools), as transformers and llama-cpp-python pass it;
         `extra`: more template variables."""
         try:
-            return self._template.render(
-                messages=messages, bos_token=self.bos_token, eos_token=self.eos_token,
+            return render(
+                self._template, messages=messages, bos_token=self.bos_token, eos_token=self.eos_token,
                 add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
-                strftime_now=lambda fmt: self._now().strftime(fmt), tools=tools, **extra)
+                strftime_now=self._strftime_now, tools=tools, **extra)
         except SecurityError as e:
             raise ChatTemplateError(f"chat template refused: it tries to reach Python internals ({e})") from None
         except ChatTemplateError:
             raise
+        except TemplateLimit as e:
+            raise ChatTemplateError(f"chat template stopped: {e}") from None
         except TemplateError as e:
             raise ChatTemplateError(f"chat template failed: {e.message or e}") from None
-        except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
-            # e.g. a message without "content" or content of the wrong type for this template
-            raise ChatTemplateError(f"chat template failed on these messages: {type(e).__name__}: {e}") from None
+        except Exception as e:
+            # e.g. a message without "content" or content of the wrong type for this template; the
+            # template is the file's code, so whatever it raises (Jinja's own filters assert) is its failure
+            raise ChatTemplateError(f"chat template failed on these messages: {_one_line(e)}") from None
+
+
+    def _strftime_now(self, fmt) -> str:
+        # C strftime makes ~12 characters of one "%c": a long format is the one large thing it can make
+        if not isinstance(fmt, str) or len(fmt) > 256:
+            raise ChatTemplateError("chat template failed: strftime_now takes a format of at most 256 characters")
+        return self._now().strftime(fmt)
 
 
 def load_override(value: str) -> str:
@@ -139,6 +167,11 @@ def chat_prompt_ids(model, template: ChatTemplate, messages: list[dict],
     if tok.add_bos and tok.bos_id is not None and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:
         ids.insert(0, tok.bos_id)
     return ids
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _token_text(tok, token_id) -> str:
