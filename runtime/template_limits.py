@@ -330,11 +330,15 @@ def compile_template(env: LimitedEnvironment, source: str):
 class _Watchdog:
     """One daemon thread that interrupts renders past their deadline. It sleeps until the earliest
     deadline it knows of; a render only wakes it when its deadline comes sooner, so a render that ends
-    in time costs a lock and two dict operations."""
+    in time costs a lock and two dict operations. An exception raised in a thread can land where it is
+    ignored (a finalizer or a gc callback that happens to run there), so the watchdog raises it again
+    every REFIRE seconds until the render has stopped."""
+
+    REFIRE = 0.1
 
     def __init__(self):
         self.cond = threading.Condition()
-        self.renders: dict[int, list] = {}     # id(record) -> [thread ident, deadline, fired]
+        self.renders: dict[int, list] = {}     # id(record) -> [thread ident, next firing, fired, stopping]
         self.wake: float | None = None         # when the thread looks next (None: not started)
         self.thread: threading.Thread | None = None
 
@@ -343,12 +347,12 @@ class _Watchdog:
             while True:
                 now = time.monotonic()
                 wake = None
-                for key, record in list(self.renders.items()):
-                    if record[1] <= now:
+                for record in self.renders.values():
+                    if record[1] <= now and not record[3]:
                         record[2] = True
-                        del self.renders[key]
+                        record[1] = now + self.REFIRE
                         _raise_in(record[0], _Expired)
-                    elif wake is None or record[1] < wake:
+                    if wake is None or record[1] < wake:
                         wake = record[1]
                 # idle, it still looks every RENDER_SECONDS: then a new render's deadline is never
                 # sooner than its next look, and starting one needs no notify (no thread switch)
@@ -357,7 +361,7 @@ class _Watchdog:
 
     def start(self, seconds: float) -> list:
         """Watch the calling thread for `seconds`; pass the result to `stop`, in a finally."""
-        record = [threading.get_ident(), time.monotonic() + seconds, False]
+        record = [threading.get_ident(), time.monotonic() + seconds, False, False]
         with self.cond:
             if self.thread is None:
                 self.thread = threading.Thread(target=self.run, name="chatfile-template-watchdog", daemon=True)
@@ -369,10 +373,17 @@ class _Watchdog:
         return record
 
     def stop(self, record: list) -> None:
-        with self.cond:
-            self.renders.pop(id(record), None)
-            if record[2]:                       # fired but maybe not delivered yet: take it back
-                _raise_in(record[0], None)
+        """No more firing at this render, and none pending: whatever lands while this runs is caught here."""
+        while True:
+            try:
+                record[3] = True
+                with self.cond:
+                    self.renders.pop(id(record), None)
+                    if record[2]:
+                        _raise_in(record[0], None)
+                return
+            except _Expired:
+                continue
 
 
 class _Expired(BaseException):
@@ -397,7 +408,7 @@ def render(template, **variables) -> str:
         try:
             return template.render(**variables)
         finally:
-            _WATCHDOG.stop(watch)   # an _Expired delivered up to here is still caught below
+            _WATCHDOG.stop(watch)
     except _Expired:
         raise TemplateLimit(f"rendering the chat template took longer than {RENDER_SECONDS:g} s") from None
     except RecursionError:

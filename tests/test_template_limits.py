@@ -125,6 +125,30 @@ def test_budget_is_per_render_and_the_next_render_is_unaffected(quick):
     assert fine.render(MESSAGES) == "user: Hi\n"
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_deadline_holds_when_the_interrupt_lands_in_a_finalizer():
+    """The interrupt can land where Python ignores exceptions (a finalizer, a gc callback: here most of
+    the time is spent in one): the watchdog raises it again until the render has stopped."""
+    from runtime.template_limits import _WATCHDOG, _Expired
+
+    class Finalized:
+        def __del__(self):
+            for _ in range(7000):               # Python code, where the interrupt is taken and ignored
+                pass
+
+    watch = _WATCHDOG.start(0.2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(_Expired):
+            while time.monotonic() - t0 < 10:
+                Finalized()
+                for _ in range(3000):
+                    pass
+    finally:
+        _WATCHDOG.stop(watch)
+    assert time.monotonic() - t0 < 5
+
+
 def test_limits_do_not_refuse_what_real_templates_do():
     """Large but legitimate renders: a long conversation with tools as JSON, numbers, dates."""
     t = ChatTemplate("{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{{ '%05d' % loop.index }}"
