@@ -32,6 +32,9 @@ never quantizes ffn_gate_inp):
                                sliding window 32 on even layers, attention and final logit
                                soft-capping (2.0 and 3.0, small enough to bite), Gemma 2's template
     gemma2-Q4_K.gguf           gemma2 without those keys: llama.cpp's defaults (window 4096, caps 50, 30)
+    gemma3-Q8_0.gguf           gemma3 with the keys its loader reads beyond the real 270M model's:
+                               sliding_window_pattern 2 (the window on even layers), rope.freq_base_swa,
+                               final_logit_softcapping; 1 KV head
     mistral-Q4_K.gguf          llama as Mistral ships it: attention.sliding_window 16 (which llama.cpp
                                ignores for llama), rope base 1e6, 1 KV head, own output.weight
     mixtral-Q8_0.gguf          llama with 4 routed experts, 2 used (Mixtral's layout)
@@ -139,6 +142,9 @@ MODELS = [
          keys={"sliding_window": 32, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
     Spec("gemma2", "gemma2", ("Q4_K",), 10, head_dim=128, post_norms=True,
          template="google-gemma-2-2b-it.jinja"),
+    Spec("gemma3", "gemma3", ("Q8_0",), 15, head_dim=128, qk_norm=True, post_norms=True, n_kv_heads=1,
+         keys={"sliding_window": 16, "sliding_window_pattern": 2, "rope_freq_base": 1e6,
+               "rope_freq_base_swa": 5000.0, "final_logit_softcapping": 3.0}),
     Spec("mistral", "llama", ("Q4_K",), 11, untied=True, n_kv_heads=1,
          template="mistralai-Mistral-Nemo-Instruct-2407.jinja",
          keys={"rope_freq_base": 1e6, "sliding_window": 16}),

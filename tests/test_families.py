@@ -146,6 +146,9 @@ def test_config_reads_each_familys_keys():
     assert c.tied_output and c.rope_local.base == c.rope_global.base
     c, _ = _config("gemma2-Q4_K.gguf")                               # no keys: Gemma 2's defaults
     assert (c.sliding_window, c.attn_softcap, c.final_softcap) == (4096, 50.0, 30.0)
+    c, _ = _config("gemma3-Q8_0.gguf")                               # the keys the 270M model lacks
+    assert (c.local_layers, c.rope_local.base, c.rope_global.base, c.final_softcap) == \
+        ((True, False), 5000.0, 1e6, 3.0)
     c, _ = _config("mistral-Q4_K.gguf")
     assert c.sliding_window == 0 and not any(c.local_layers)        # llama ignores attention.sliding_window
     c, _ = _config("granite-Q8_0.gguf")

@@ -1,7 +1,7 @@
 """Our logits against llama.cpp's (llama-cpp-python 0.3.36), recorded by scripts/make_goldens.py.
 
 For every prompt (stored as token ids) of SmolLM2, Gemma 3 and every synthetic model (one or more
-per architecture: llama, mistral3, granite, qwen2, qwen3, qwen3moe, phi3, gemma2):
+per architecture: llama, mistral3, granite, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3):
 - top-1 equals llama.cpp's whenever llama.cpp's top-2 margin is above 0.3;
 - at least 8 of llama.cpp's top-10 ids are in our top 10;
 - the largest |difference| over llama.cpp's top-20 logits is within the model's limit;
@@ -116,7 +116,7 @@ def test_goldens_cover_what_the_issues_ask():
     from runtime.config import SUPPORTED_ARCHITECTURES
     archs = {json.loads((ROOT / "data" / "synthetic" / "MANIFEST.json").read_text())[f]["architecture"]
              for f in synthetic}
-    assert set(SUPPORTED_ARCHITECTURES) - {"gemma3"} <= archs      # gemma3: the real model above
+    assert set(SUPPORTED_ARCHITECTURES) <= archs
     assert {"qwen3-yarn-Q4_K.gguf", "phi3-long-Q8_0.gguf", "mixtral-Q8_0.gguf"} <= synthetic
 
 
