@@ -164,4 +164,7 @@ def ffn_ref(E: Experts, xn: np.ndarray, c, dequantize_rows) -> np.ndarray:
             g = dequantize_rows(E.gate[e]) @ x if E.gate is not None else up
             h = ops.swiglu_ref(g[None], (up if E.gate is not None else np.ones_like(up))[None])[0]
             out[t] += wt * (dequantize_rows(E.down[e]) @ h)
+        if E.shared is not None:
+            gate, up, down = (dequantize_rows(w) for w in E.shared)
+            out[t] += down @ ops.swiglu_ref((gate @ x)[None], (up @ x)[None])[0]
     return out

@@ -4,13 +4,13 @@
 How to regenerate (needs llama-cpp-python==0.3.36; CI never runs this):
 
     /work/llcpp/bin/python scripts/make_token_goldens.py smollm2 gemma3 llama3 llama2 \
-        qwen3 phi4mini phi3 mistral variants
+        qwen3 phi4mini phi3 mistral tekken variants
         # -> data/goldens/tokens_<model>.json, data/goldens/tokens_variants.json
 
 smollm2 and gemma3 are the real models (scripts/fetch_models.py); llama3, llama2, qwen3 (pre qwen2),
-phi4mini (pre gpt-4o), phi3 (SentencePiece with Phi-3's tokens) and mistral (Mistral 7B v0.3's
-SentencePiece) are GGUFs carrying real vocabularies, written by scripts/make_vocab_models.py into
-data/vocab/.
+phi4mini (pre gpt-4o), phi3 (SentencePiece with Phi-3's tokens), mistral (Mistral 7B v0.3's
+SentencePiece) and tekken (Mistral Nemo's, pre tekken) are GGUFs carrying real vocabularies, written
+by scripts/make_vocab_models.py into data/vocab/.
 Only the vocabulary is loaded (`Llama(vocab_only=True)`).
 
 `variants` covers metadata the two vocab models do not exercise: the pre-tokenizer table (the Llama 3
