@@ -109,19 +109,22 @@ def test_moe_layer_matches_its_twin():
 def test_moe_without_gates_and_with_a_shared_expert_matches_its_twin():
     # Mixtral files may lack ffn_gate_exps (SiLU(up) then); granite may add a shared expert: the same
     # synthetic weights rearranged into both layouts
-    model = runtime.load(SYNTHETIC / "mixtral-Q8_0.gguf", n_ctx=64)
+    model = runtime.load(SYNTHETIC / "mixtral-Q8_0.gguf")
     model.llama_rounding = False
     c = model.config
     E = model.layers[1].experts
     x = (np.random.default_rng(8).standard_normal((4, c.dim))).astype(np.float32)
     shared = (E.gate[0], E.up[1], E.down[2])
+
+    def project(xs, xqs, pairs):
+        model._project(xs, xqs, pairs, n_decode=int(xs.shape[0] == 1))
     for variant in (dataclasses.replace(E, gate=None),
                     dataclasses.replace(E, shared=shared)):
         ref = moe.ffn_ref(variant, x, c, lambda t: dequantize(t.data, t.type, t.shape[0]))
         buf = moe.Buffers(dataclasses.replace(c, shared_hidden_dim=c.hidden_dim), 4)
         for rows in (slice(0, 4), slice(1, 2)):
             out = np.empty_like(x[rows])
-            moe.ffn(model.new_session(), variant, np.ascontiguousarray(x[rows]), out, buf)
+            moe.ffn(model, project, variant, np.ascontiguousarray(x[rows]), out, buf)
             np.testing.assert_allclose(out, ref[rows], rtol=1e-4, atol=1e-5)
 
 
