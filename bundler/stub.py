@@ -9,6 +9,11 @@ Why two parts: the launcher can only rely on the POSIX tools every Linux and mac
 gzip -9 (measured on the whole onedir: 69 vs 89 MB) and decompresses faster. So `tar -z` unpacks the
 frozen Python (part 1), which then unpacks the big libraries (part 2) with the `zstandard` module it
 carries.
+
+A stub build has three steps, each a command of its own (`main`) so they can run on different
+machines or under emulation (scripts/build_arm_stub.sh): PyInstaller (`build_onedir`); the kernels
+compiled ahead of time for every CPU level of the platform by the frozen runtime itself
+(`precompile_onedir`, into the onedir's numba-cache/); packing (`pack_onedir`).
 """
 from __future__ import annotations
 
@@ -37,6 +42,10 @@ ZSTD_LEVEL = 19
 # bootloader with its embedded modules, libpython, the stdlib's extension modules and `zstandard`,
 # enough for the frozen Python to unpack part 2. zstd -19 packs llvmlite's code ~25% smaller than gzip.
 PART2_DIRS = ("llvmlite", "numpy", "numpy.libs", "numba")
+CACHE_DIR = "numba-cache"           # the onedir's precompiled kernels (stubs/entry.py installs it there)
+# The models whose forward passes decide which kernel signatures are precompiled (runtime/precompile.py):
+# one tiny GGUF per architecture and weight type.
+TRACE_MODELS = ROOT / "data" / "synthetic"
 RT_NAME = "chatfile-rt"             # the onedir and its bootloader (stubs/chatfile.spec, launcher.sh)
 # ELF e_machine -> Linux's `uname -m` spelling, to read a onedir's platform off its bootloader
 ELF_MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
@@ -57,7 +66,7 @@ def build_id() -> str:
     kernel or anything a kernel calls changes.
     """
     h = hashlib.sha256()
-    files = sorted(p for d in (ROOT / "runtime", STUBS) for p in d.rglob("*")
+    files = sorted(p for d in (ROOT / "runtime", STUBS, TRACE_MODELS) for p in d.rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
     files.append(Path(__file__).resolve())         # how the stub is packed
     for p in files:
@@ -118,7 +127,10 @@ def build_stub(out: Path, bid: str, progress=sys.stderr) -> None:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chatfile-stub-") as tmp:
         onedir = build_onedir(Path(tmp), bid)
-        print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compressing (zstd -{ZSTD_LEVEL}, "
+        print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compiling the kernels for "
+              f"each CPU level (a minute or two) ...", file=progress, flush=True)
+        precompile_onedir(onedir, platform.machine(), progress=progress)
+        print(f"chatfile: compiled ({time.monotonic() - t0:.0f} s so far); compressing (zstd -{ZSTD_LEVEL}, "
               f"about a minute) ...", file=progress, flush=True)
         pack_onedir(onedir, out, bid)
     print(f"chatfile: stub ready in {time.monotonic() - t0:.0f} s: {out} "
@@ -144,6 +156,50 @@ def build_onedir(workdir: Path, bid: str) -> Path:
     onedir = workdir / "dist" / RT_NAME
     (onedir / "BUILD_ID").write_text(bid + "\n", encoding="ascii")
     return onedir
+
+
+def precompile_onedir(onedir: Path, machine: str, run_with: list[str] | None = None,
+                      progress=sys.stderr, jobs: int | None = None) -> list[str]:
+    """Compile every kernel into ONEDIR/numba-cache, once per CPU level of `machine` (x86_64, aarch64),
+    by running the onedir's own runtime (`--chatfile-precompile`, runtime/precompile.py) with numba's
+    target set to the level. `run_with` prefixes the command (an emulator for a foreign onedir). The
+    levels compile in parallel, `jobs` at a time (default: the CPU count). Returns the level names."""
+    from runtime.kernels.cpu import platform_levels
+
+    levels = platform_levels(machine)
+    models = [str(p) for p in sorted(TRACE_MODELS.glob("*.gguf"))]
+    if not levels:
+        return []
+    cmd = [*(run_with or []), str(onedir / RT_NAME), "--chatfile-precompile", *models]
+    running: list[tuple[str, subprocess.Popen, object]] = []
+    failed = []
+
+    def reap(entry):
+        name, proc, log = entry
+        proc.wait()
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+        log.close()
+        if proc.returncode != 0:
+            failed.append(f"{name}: exit {proc.returncode}\n" + "\n".join(text.strip().splitlines()[-15:]))
+        else:
+            print(f"chatfile:   {name}: {text.strip().splitlines()[-1] if text.strip() else 'done'}",
+                  file=progress, flush=True)
+
+    jobs = jobs or os.cpu_count() or 1
+    for lv in levels:
+        while len(running) >= jobs:
+            reap(running.pop(0))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NUMBA_CPU_NAME": lv.cpu,
+               "NUMBA_CPU_FEATURES": lv.features}
+        log = tempfile.TemporaryFile()
+        running.append((lv.name, subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=subprocess.STDOUT, cwd=onedir), log))
+    while running:
+        reap(running.pop(0))
+    if failed:
+        raise pack.UserError("compiling the kernels for the stub failed:\n" + "\n".join(failed))
+    return [lv.name for lv in levels]
 
 
 def pack_onedir(onedir: Path, out: Path, bid: str, target_platform: str | None = None) -> None:
@@ -175,7 +231,8 @@ def pack_onedir(onedir: Path, out: Path, bid: str, target_platform: str | None =
 
 
 def _in_part2(rel: Path) -> bool:
-    return len(rel.parts) > 2 and rel.parts[0] == "_internal" and rel.parts[1] in PART2_DIRS
+    return (len(rel.parts) > 2 and rel.parts[0] == "_internal" and rel.parts[1] in PART2_DIRS
+            or rel.parts[0] == CACHE_DIR)
 
 
 def _write_tar(onedir: Path, files: list[Path], archive: Path, compression: str) -> None:
@@ -258,13 +315,17 @@ def pack_built_onedir(onedir: Path, out: Path, target_platform: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The two halves of a stub build as commands, so they can run on different machines (or one of
-    them under emulation): scripts/build_arm_stub.sh builds the aarch64 onedir in an emulated Python
-    and packs it with the host's."""
+    """The steps of a stub build as commands, so they can run on different machines (or under
+    emulation): scripts/build_arm_stub.sh builds the aarch64 onedir in an emulated Python, runs its
+    precompile step under qemu and packs it with the host's Python."""
     ap = argparse.ArgumentParser(prog="python -m bundler.stub", description=main.__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-onedir", help="PyInstaller only: WORKDIR/dist/chatfile-rt for this Python's platform")
     b.add_argument("workdir", type=Path)
+    c = sub.add_parser("precompile-onedir", help="compile the kernels into a runtime onedir for each CPU level")
+    c.add_argument("onedir", type=Path)
+    c.add_argument("--run-with", default="", help="command prefix that runs the onedir's binary, e.g. "
+                                                  "'qemu-aarch64-static -L SYSROOT' for a foreign onedir")
     p = sub.add_parser("pack-onedir", help="pack a runtime onedir (any platform) into a stub file")
     p.add_argument("onedir", type=Path)
     p.add_argument("-o", "--out", type=Path, required=True,
@@ -276,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build-onedir":
             args.workdir.mkdir(parents=True, exist_ok=True)
             print(build_onedir(args.workdir.resolve(), build_id()))
+        elif args.command == "precompile-onedir":
+            found = onedir_platform(args.onedir)
+            if found is None:
+                raise pack.UserError(f"cannot tell what {args.onedir / RT_NAME} runs on (not an ELF file)")
+            precompile_onedir(args.onedir.resolve(), found.split("-", 1)[1], args.run_with.split())
         else:
             print(pack_built_onedir(args.onedir, args.out, args.platform))
     except (pack.UserError, OSError) as e:

@@ -240,12 +240,21 @@ def run_prompt(model, args, n_ctx: int) -> int:
     return 0
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix (one line, exit 2). Evaluated only when something was
+    raised, so that a `-p` run never imports the chat template's Jinja2 (0.1 s) just to name its
+    error: a ChatTemplateError can only come from a module already imported."""
+    from .bundle import BundleError
+    from .generate import PromptTooLong
+    errors = [UsageError, BundleError, PromptTooLong]
+    chat_template = sys.modules.get(__package__ + ".chat_template")
+    if chat_template is not None:
+        errors.append(chat_template.ChatTemplateError)
+    return tuple(errors)
+
+
 def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
     """Parse, load, dispatch. embedded = (executable, payload offset) inside a bundle; -m overrides it."""
-    from .bundle import BundleError
-    from .chat_template import ChatTemplateError
-    from .generate import PromptTooLong
-
     prog = os.path.basename(embedded[0]) if embedded else "chatfile"
     try:
         args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
@@ -260,7 +269,7 @@ def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
         from . import launch
         return launch.run(model, server_options(args, model_path, n_ctx),
                           launch_options(args, sys.stdin.isatty()), chat_options(args, n_ctx))
-    except (UsageError, BundleError, ChatTemplateError, PromptTooLong) as e:
+    except _user_errors() as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:                # `| head`: the reader is gone, nothing left to say

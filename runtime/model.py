@@ -32,6 +32,7 @@ from . import kernels, moe, ops
 from .config import ModelConfig, ModelError
 from .ggml import SUPPORTED_TYPES, GGMLType, type_name
 from .gguf import GGUFFile, Tensor
+from .memory import lazy_zeros
 from .quants import dequantize
 from .tokenizer import Tokenizer
 
@@ -88,7 +89,9 @@ class _Weights:
         return t
 
     def vector(self, name: str, n: int, required: bool = True) -> np.ndarray | None:
-        """A small vector (norm weight, bias) as float32 [n]: a view when stored as F32."""
+        """A small vector (norm weight, bias) as float32 [n], read-only: a view when stored as F32.
+        Read-only either way, so a kernel taking it has one signature, the one a stub precompiles
+        (runtime/precompile.py), whatever type the file stores it in."""
         t = self.tensors.get(name)
         if t is None:
             if required:
@@ -99,7 +102,9 @@ class _Weights:
                              f"of type {type_name(t.type)}")
         if t.type == GGMLType.F32:
             return t.data.view(np.float32).reshape(n)          # zero-copy
-        return dequantize(t.data, t.type, t.shape[0]).reshape(n)
+        values = dequantize(t.data, t.type, t.shape[0]).reshape(n)
+        values.flags.writeable = False
+        return values
 
 
 
@@ -424,7 +429,8 @@ class KVCache:
 
     k, v: uint16 [n_layers, n_seqs, n_kv_heads, n_ctx, head_dim], the fp16 bits of the values (llama.cpp's
     default F16 cache: the values were always rounded to fp16, so storing them as fp16 halves the memory
-    and changes no number). np.zeros maps untouched pages lazily: memory grows with the positions used.
+    and changes no number). lazy_zeros maps 4 KiB pages as they are written (runtime/memory.py): memory
+    grows with the positions used.
     """
 
     def __init__(self, model: Model, n_seqs: int, n_ctx: int):
@@ -435,8 +441,8 @@ class KVCache:
         self.n_ctx = n_ctx
         self.rope = model.rope_for(n_ctx)     # (global, local) ops.rope arguments for this context
         shape = (c.n_layers, n_seqs, c.n_kv_heads, n_ctx, c.head_dim)
-        self.k = np.zeros(shape, np.uint16)
-        self.v = np.zeros(shape, np.uint16)
+        self.k = lazy_zeros(shape, np.uint16)
+        self.v = lazy_zeros(shape, np.uint16)
 
     @staticmethod
     def bytes_per_position(c: ModelConfig) -> int:

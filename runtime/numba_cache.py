@@ -11,11 +11,17 @@ as its freshness stamp. The build id hashes the runtime sources and the numba/ll
 callees or globals. numba's key still includes the CPU name and features, so a cache directory copied
 to another machine just misses.
 
+Each compile target (CPU name and features, runtime/kernels/cpu.py) has its own subdirectory,
+`target_dir()`: the stub ships one filled at build time for every CPU level it supports
+(runtime/precompile.py), and a CPU outside them compiles into a directory of its own.
+
 `install()` must run before the first kernel module is imported: numba picks a locator when a
 `cache=True` function is decorated. The plain (non-frozen) interpreter keeps numba's stock locators.
+It also makes loading a cached kernel cheaper (`_load_without_refresh`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
@@ -25,8 +31,25 @@ from numba.core import event
 from numba.core.caching import CacheImpl, _CacheLocator
 
 
+def target_key() -> str:
+    """A directory name for numba's compile target: its CPU name and a hash of (triple, name,
+    features), the `magic_tuple` numba's cache index keys every entry on. A target made from the
+    same name and features (a CPU level) gets the same directory on every machine."""
+    from numba.core.registry import cpu_target
+    magic = cpu_target.target_context.codegen().magic_tuple()
+    return f"{magic[1]}-{hashlib.sha256(repr(magic).encode()).hexdigest()[:12]}"
+
+
+def target_dir() -> str | None:
+    """This process's cache directory for its compile target (None without install())."""
+    if BuildCacheLocator.cache_dir is None:
+        return None
+    return os.path.join(BuildCacheLocator.cache_dir, target_key())
+
+
 class BuildCacheLocator(_CacheLocator):
-    """Cache files for every kernel under `cache_dir/<module path>`, stamped with `build_id`."""
+    """Cache files for every kernel under `cache_dir/<target_key>/<module path>`, stamped with
+    `build_id`."""
     cache_dir: str | None = None      # set by install(); None leaves numba's stock locators in charge
     build_id: str = ""
 
@@ -35,7 +58,7 @@ class BuildCacheLocator(_CacheLocator):
         # py_file is relative in a frozen app ("runtime/kernels/legacy.py"): keep it relative, never
         # abspath() it (that would key on the working directory again).
         parts = [p for p in os.path.splitdrive(py_file)[1].replace("\\", "/").split("/") if p not in ("", ".", "..")]
-        self._path = os.path.join(self.cache_dir, "_".join(parts[:-1]) or "_")
+        self._path = os.path.join(target_dir(), "_".join(parts[:-1]) or "_")
 
     def ensure_cache_path(self):
         os.makedirs(self._path, mode=0o700, exist_ok=True)
@@ -93,7 +116,32 @@ def install(cache_dir: str, build_id: str) -> str:
     BuildCacheLocator.build_id = build_id
     if BuildCacheLocator not in CacheImpl._locator_classes:
         CacheImpl._locator_classes.insert(0, BuildCacheLocator)
+    _load_without_refresh()
     return cache_dir
+
+
+def _load_without_refresh() -> None:
+    """Load cached kernels without numba's `target_context.refresh()`. Idempotent.
+
+    numba refreshes its target context before every cache load, which on the first one imports and
+    registers every implementation numba has (numpy's linalg, random generators, typed containers,
+    ...): about 0.15 s of CPU on every launch, for typing and lowering that a cached kernel never
+    does again. Loading one needs only the runtime (NRT) symbols that compiled code links against.
+    A real compile (a cache miss) still refreshes: numba's compiler pipeline does that itself.
+    """
+    from numba.core.caching import Cache
+    from numba.core.runtime import rtsys
+
+    if getattr(Cache.load_overload, "_chatfile", False):
+        return
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload._chatfile = True
+    Cache.load_overload = load_overload
 
 
 class _FirstCompileNotice(event.Listener):

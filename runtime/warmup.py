@@ -19,7 +19,6 @@ the cache directory says this CPU target's kernels were compiled once.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import subprocess
 import sys
@@ -64,12 +63,24 @@ def _one_token(model, n_tokens: int = 1) -> None:
     Session(model, n_tokens).eval([0] * n_tokens)
 
 
-def _marker(cache_dir: str) -> str:
-    # one per CPU target: a cache directory on a home shared by different machines holds several
-    import platform
-    from .kernels import cpu
-    key = f"{platform.machine()}|{os.environ.get('NUMBA_CPU_NAME')}|{cpu.compiled_features()}"
-    return os.path.join(cache_dir, "compiled-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+def marker() -> str | None:
+    """The file saying this CPU target's kernels were compiled once (None outside a bundle). It sits
+    in the target's own cache directory (runtime/numba_cache.py): a precompiled level ships it."""
+    from .numba_cache import target_dir
+    d = target_dir()
+    return None if d is None else os.path.join(d, "compiled")
+
+
+def mark_compiled() -> None:
+    path = marker()
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "x"):
+            pass
+    except OSError:
+        pass                               # exists already, read-only or raced by a second copy: harmless
 
 
 def _worker_command(path: str, offset: int, cache_dir: str, build_id: str) -> list[str]:
@@ -82,14 +93,11 @@ def first_launch(model, path: str, offset: int) -> None:
     """Compile this model's decode kernels split over two processes, if this machine never did.
     A no-op outside a bundle and on every later launch."""
     from .numba_cache import BuildCacheLocator
-    cache_dir = BuildCacheLocator.cache_dir
-    if cache_dir is None:
-        return
-    marker = _marker(cache_dir)
-    if os.path.exists(marker):
+    done = marker()
+    if done is None or os.path.exists(done):
         return
     try:
-        cmd = _worker_command(path, offset, cache_dir, BuildCacheLocator.build_id)
+        cmd = _worker_command(path, offset, BuildCacheLocator.cache_dir, BuildCacheLocator.build_id)
         worker = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except OSError:
@@ -100,11 +108,7 @@ def first_launch(model, path: str, offset: int) -> None:
         _one_token(model)                  # the ops' signatures, compiled here
     if worker is not None:
         _wait_ready(worker)
-    try:
-        with open(marker, "x"):
-            pass
-    except OSError:
-        pass                               # read-only or raced by a second copy: harmless
+    mark_compiled()
 
 
 def _wait_ready(worker) -> None:

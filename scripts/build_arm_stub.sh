@@ -4,12 +4,15 @@
 #   bash scripts/build_arm_stub.sh [OUT_DIR]      (default OUT_DIR: dist/)
 #   -> OUT_DIR/chatfile-stub-linux-aarch64-<build id>, for `chatfile build MODEL -o OUT --stub THAT`
 #
-# A stub build has two halves (bundler/stub.py), run here on two sides:
+# A stub build has three steps (bundler/stub.py), run here on two sides:
 #   1. emulated: `python -m bundler.stub build-onedir WORK` in the aarch64 Python of scripts/setup_arm.sh,
 #      i.e. PyInstaller on stubs/chatfile.spec (its aarch64 wheel carries the aarch64 bootloader), with
 #      the build-only wheels (PyInstaller, zstandard, the server's pure-Python deps) unzipped next to
 #      numpy and numba. The build id is computed there (aarch64 platform, the emulated Python's version).
-#   2. host: `python -m bundler.stub pack-onedir WORK/dist/chatfile-rt -o OUT_DIR`: the launcher script,
+#   2. emulated: `python -m bundler.stub precompile-onedir ONEDIR --run-with "qemu-aarch64-static -L ROOT"`
+#      (driven by the host's Python): the frozen aarch64 runtime compiles every kernel for each aarch64
+#      CPU level (runtime/kernels/cpu.py LEVELS) into the onedir, so an aarch64 machine compiles nothing.
+#   3. host: `python -m bundler.stub pack-onedir WORK/dist/chatfile-rt -o OUT_DIR`: the launcher script,
 #      tar.gz and tar.zst (zstd -19) are platform-neutral, so the host's Python packs them at native
 #      speed; the platform tag (linux-aarch64) is read from the bootloader's ELF header.
 # Five host tools stand in for what PyInstaller expects to exec (no binfmt registration here, so an
@@ -132,11 +135,15 @@ trap 'rm -rf "$WORK"' EXIT
 
 cd "$REPO"
 t0=$SECONDS
-log "1/2 PyInstaller, emulated (a few minutes of CPU)"
+log "1/3 PyInstaller, emulated (a few minutes of CPU)"
 ONEDIR="$(PATH="$BIN:$PATH" "$BIN/python" -m bundler.stub build-onedir "$WORK")"
 log "onedir built in $((SECONDS - t0)) s: $(du -sm "$ONEDIR" | cut -f1) MB, build id $(cat "$ONEDIR/BUILD_ID")"
 add_missing_libs "$ONEDIR"
 t1=$SECONDS
-log "2/2 packing with the host's Python (zstd -19)"
+log "2/3 compiling the kernels for each aarch64 CPU level, emulated (many minutes of CPU)"
+"$HOST_PY" -m bundler.stub precompile-onedir "$ONEDIR" --run-with "qemu-aarch64-static -L $ROOT"
+log "compiled in $((SECONDS - t1)) s"
+t1=$SECONDS
+log "3/3 packing with the host's Python (zstd -19)"
 "$HOST_PY" -m bundler.stub pack-onedir "$ONEDIR" -o "$OUT_DIR"
 log "packed in $((SECONDS - t1)) s; $((SECONDS - t0)) s in all"

@@ -9,6 +9,7 @@ import sys
 
 UNPACK_ARG = "--chatfile-unpack"
 WARMUP_ARG = "--chatfile-warmup"           # runtime.warmup.WORKER_ARG (not imported here: keep start-up light)
+PRECOMPILE_ARG = "--chatfile-precompile"   # bundler/stub.py at stub build: MODEL... (runtime/precompile.py)
 DAMAGED = 3        # exit code for stubs/launcher.sh: the file is damaged, another cache directory will not help
 
 
@@ -101,6 +102,10 @@ def main() -> int:
     if argv[:1] == [WARMUP_ARG]:            # runtime/warmup.py's worker: PATH OFFSET
         from runtime import warmup
         return warmup.worker_main(argv[1], int(argv[2]))
+    if argv[:1] == [PRECOMPILE_ARG]:        # the stub build, once per CPU level (NUMBA_CPU_NAME/FEATURES)
+        from runtime import precompile
+        precompile.precompile(argv[1:])
+        return 0
     numba_cache.announce_first_compile(
         "chatfile: first run on this machine: compiling the kernels (once; a few seconds) ...")
 

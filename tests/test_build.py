@@ -136,10 +136,41 @@ def test_prompt_output_equals_chatfile_run(exe, home, smollm2_path):
     first = run_clean(exe, *PROMPT, home=home)
     assert first.returncode == 0, first.stderr.decode()
     assert b"unpacking the runtime" in first.stderr            # progress on the first launch
-    assert b"compiling the kernels" in first.stderr
+    assert b"compiling" not in first.stderr                    # the kernels came precompiled
+    assert first.stdout == expected
     again = run_clean(exe, *PROMPT, home=home)
     assert again.stdout == expected
     assert b"unpacking" not in again.stderr and b"compiling" not in again.stderr
+
+
+def _written_at_run_time(rt: Path) -> list[str]:
+    """Files of the unpacked runtime's numba cache that a run wrote: every file unpacked from the stub
+    has mtime 0 (bundler/stub.py writes its archives so), so any other is a kernel compiled here."""
+    return sorted(str(p.relative_to(rt)) for p in (rt / "numba-cache").rglob("*")
+                  if p.is_file() and p.stat().st_mtime != 0)
+
+
+def test_first_run_compiles_nothing_on_a_supported_cpu_level(exe, home):
+    """A machine that never ran chatfile, with a CPU of a level the stub was built for, loads every
+    kernel of the first token from the stub: nothing compiled, nothing written to numba's cache, no
+    warm-up worker. Then the same for each lower level this machine can also run (chosen the way a
+    user would, through NUMBA_CPU_NAME / NUMBA_CPU_FEATURES naming the level)."""
+    from runtime.kernels import cpu
+    levels = [lv for lv in cpu.platform_levels() if set(lv.requires) <= cpu.host_features()]
+    if not levels:
+        pytest.skip("this CPU is below every level the stub precompiles for")
+    first = run_clean(exe, "-p", "Hi", "-n", "1", home=home)
+    assert first.returncode == 0, first.stderr.decode()
+    assert b"unpacking the runtime" in first.stderr and b"compiling" not in first.stderr
+    rt = Path(home) / ".cache" / "chatfile" / f"rt-{bundle.read_info(exe).build_id}"
+    assert _written_at_run_time(rt) == []
+    shipped = {p.name for p in (rt / "numba-cache").iterdir()}
+    assert len(shipped) == len(cpu.platform_levels()), shipped       # one directory per level
+    for lv in levels[:-1]:
+        r = run_clean(exe, *PROMPT, home=home, env={"NUMBA_CPU_NAME": lv.cpu, "NUMBA_CPU_FEATURES": lv.features})
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr.decode()
+        assert b"compiling" not in r.stderr, lv.name
+        assert _written_at_run_time(rt) == [], lv.name
 
 
 def test_any_cwd_symlink_and_path_lookup(exe, home, tmp_path):

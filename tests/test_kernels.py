@@ -253,13 +253,21 @@ def test_get_rows_rejects_out_of_range_ids():
             kernels.get_rows(w, np.array([bad]), out)
 
 
-def test_cpu_target_follows_host():
+def test_cpu_target_is_the_best_level_of_the_host():
     from llvmlite import binding as ll
     from runtime.kernels import cpu
     if cpu.user_override:
         pytest.skip("NUMBA_CPU_NAME/NUMBA_CPU_FEATURES set by the user")
     features = cpu.compiled_features()
-    assert features == cpu.host_target()[1]
+    best = cpu.best_level()
+    if best is None:                       # below every level: the host CPU itself
+        assert features == cpu.host_target()[1]
+    else:
+        assert cpu.level == best and features == best.features
+        assert set(best.requires) <= cpu.host_features()
+        # nothing better fits: every higher level of this machine needs a feature the host lacks
+        higher = cpu.platform_levels()[cpu.platform_levels().index(best) + 1:]
+        assert all(not set(lv.requires) <= cpu.host_features() for lv in higher)
     host_has_avx512 = bool(ll.get_host_cpu_features().get("avx512f", False))
     assert ("-prefer-256-bit" in features.split(",")) == host_has_avx512
 
@@ -290,6 +298,22 @@ def test_numba_code_takes_the_configured_njit():
                  and re.search(r"from numba import [^\n]*\b(njit|jit|prange)\b|numba\.njit",
                                p.read_text())]
     assert offenders == []
+
+
+def test_cpu_levels_choose_by_features():
+    from runtime.kernels import cpu
+    v3 = set(cpu.LEVELS[0].requires)
+    assert cpu.best_level("x86_64", set()) is None                       # no AVX2: the host's own JIT
+    assert cpu.best_level("x86_64", v3).name == "x86-64-v3"
+    v4 = v3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+    assert cpu.best_level("x86_64", v4 | {"avxvnni"}).name == "x86-64-v4"
+    assert cpu.best_level("x86_64", v4 | {"avx512vnni"}).name == "x86-64-v4-vnni"
+    assert cpu.best_level("aarch64", set()).name == "aarch64"             # NEON: every aarch64 Linux
+    assert cpu.best_level("aarch64", {"neon", "dotprod"}).name == "aarch64-dotprod"
+    assert cpu.best_level("riscv64", {"v"}) is None
+    # each level spells out every feature it requires (the kernels read the feature string)
+    for lv in cpu.LEVELS:
+        assert {"+" + f for f in lv.requires} <= set(lv.features.split(","))
 
 
 @pytest.mark.slow
