@@ -10,8 +10,9 @@ decided by the Python code that calls the kernels (array layouts, read-only weig
 scalars). So they are found by calling that code, not listed by hand:
 - every type in the kernel table through the public API (`kernels.matvec`, `matvecs` with one to
   three matrices, `matmul`, `get_rows`), on read-only weights shaped as a GGUF mmap gives them;
-- the forward pass (`Session.eval`, a two-token prefill then one decode token) of every model given,
-  at build time every GGUF in data/synthetic (one per architecture and weight type), for the layer ops.
+- the forward pass (`Session.eval`, a two-token prefill then one decode token, and `Session.hidden`,
+  the embeddings' pass) of every model given, at build time every GGUF in data/synthetic (one per
+  architecture and weight type), for the layer ops.
 While tracing, no kernel runs: numba's "no compiled version for these argument types" hook records the
 types and returns a no-op, so the pass computes garbage and nothing is executed. Then each recorded
 signature is compiled with `Dispatcher.compile`, which compiles without running: the build machine
@@ -105,6 +106,7 @@ def _trace_model(path: str) -> None:
     session = model.new_session()
     session.eval(list(range(TRACE_TOKENS)))        # prefill: kernels.matmul, ops over T rows
     session.eval([0])                              # decode: kernels.matvec(s)
+    model.new_session(TRACE_TOKENS).hidden(list(range(TRACE_TOKENS)))   # embeddings: no output head
 
 
 def trace(models: list[str]) -> list[tuple]:

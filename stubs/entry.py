@@ -17,9 +17,9 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
     """Second half of the first-run unpacking (stubs/launcher.sh already unpacked the tar.gz part):
     check the launcher and runtime bytes against the bundle's stub_sha256, then stream the tar.zst part
     of the stub from `exe` into this runtime's directory. zstd frames carry no checksum here, so without
-    the sha256 a flipped byte could unpack into a broken library that crashes later."""
-    import tarfile
-    import zstandard
+    the sha256 a flipped byte could unpack into a broken library that crashes later. Meanwhile another
+    thread hashes the embedded model for the first launch (payload_checked), which the run would
+    otherwise do after unpacking: hashlib releases the GIL, so on two cores it costs no time."""
     from runtime import bundle
 
     try:
@@ -36,6 +36,31 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
     except OSError as e:
         print(f"chatfile: cannot read {exe}: {e.strerror}", file=sys.stderr)
         return 2
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    hashing = None
+    if info.has_model:
+        # the model's first-launch sha256 (payload_checked) on the other core while this one unpacks:
+        # hashlib releases the GIL. A damaged model leaves no stamp; the run then says so.
+        import threading
+        hashing = threading.Thread(target=_check_quietly, args=(here, info), daemon=True)
+        hashing.start()
+    try:
+        return _unpack_part2(exe, offset, size, here)
+    finally:
+        if hashing is not None:
+            hashing.join()
+
+
+def _check_quietly(here: str, info) -> None:
+    try:
+        payload_checked(here, info)
+    except OSError:
+        pass                # the run hashes again and reports what it finds
+
+
+def _unpack_part2(exe: str, offset: int, size: int, here: str) -> int:
+    import tarfile
+    import zstandard
     try:
         with open(exe, "rb") as f:
             f.seek(offset)
@@ -45,7 +70,7 @@ def unpack_rest(exe: str, offset: int, size: int) -> int:
                 # Pythons before 3.11.4 (Debian bookworm's 3.11.2, which an aarch64 stub may be built
                 # with) have no filters; the archive's bytes were checked against stub_sha256 above.
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(os.path.dirname(os.path.abspath(sys.executable)), **safe)
+                tar.extractall(here, **safe)
     except (zstandard.ZstdError, tarfile.TarError) as e:
         print(f"chatfile: cannot unpack the runtime from {exe} (damaged or truncated file): {e}",
               file=sys.stderr)
