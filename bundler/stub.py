@@ -51,7 +51,7 @@ RT_NAME = "chatfile-rt"             # the onedir and its bootloader (stubs/chatf
 ELF_MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
 # Distributions frozen into the runtime: a new version of any of them is a new build id.
 FROZEN_DISTS = ("numpy", "numba", "llvmlite", "jinja2", "markupsafe", "starlette", "uvicorn", "anyio",
-                "h11", "click", "zstandard", "pyinstaller", "pyinstaller-hooks-contrib")
+                "h11", "click", "zstandard", "llguidance", "pyinstaller", "pyinstaller-hooks-contrib")
 
 
 def stub_platform() -> str:

@@ -310,6 +310,7 @@ def test_cpu_levels_choose_by_features():
     assert cpu.best_level("x86_64", v4 | {"avx512vnni"}).name == "x86-64-v4-vnni"
     assert cpu.best_level("aarch64", set()).name == "aarch64"             # NEON: every aarch64 Linux
     assert cpu.best_level("aarch64", {"neon", "dotprod"}).name == "aarch64-dotprod"
+    assert cpu.best_level("arm64", {"neon", "dotprod"}).name == "aarch64-dotprod"     # macOS's name
     assert cpu.best_level("riscv64", {"v"}) is None
     # each level spells out every feature it requires (the kernels read the feature string)
     for lv in cpu.LEVELS:

@@ -23,7 +23,7 @@ one kind of machine code everywhere, the code the tests and benchmarks measure. 
 - aarch64: NEON is part of every aarch64 Linux machine (the level requires nothing, so it also holds
   under qemu, where LLVM cannot read the CPU's features); dotprod (sdot/udot: Cortex-A76/Neoverse N1
   and later, Apple M1) is a level of its own.
-What host tuning was worth over these generic levels is measured in ARCHITECTURE.md ("CPU levels").
+What host tuning was worth over these generic levels is measured in docs/LAUNCH.md.
 
 A user's NUMBA_CPU_NAME / NUMBA_CPU_FEATURES win; if they name a level exactly, it is that level (and
 its precompiled kernels load), which is how a test runs a lower level on a higher machine.
@@ -84,15 +84,23 @@ def host_features() -> set[str]:
         return set()
 
 
+_MACHINE_NAMES = {"arm64": "aarch64", "amd64": "x86_64"}     # macOS and BSD spellings
+
+
+def _machine(machine: str | None) -> str:
+    machine = (machine or platform.machine()).lower()
+    return _MACHINE_NAMES.get(machine, machine)
+
+
 def platform_levels(machine: str | None = None) -> list[Level]:
     """The levels of a machine type (default: this one), lowest first."""
-    machine = machine or platform.machine()
+    machine = _machine(machine)
     return [lv for lv in LEVELS if lv.machine == machine]
 
 
 def best_level(machine: str | None = None, features: set[str] | None = None) -> Level | None:
     """The highest level this machine (or the one described) runs; None below all of them."""
-    machine = machine or platform.machine()
+    machine = _machine(machine)
     features = host_features() if features is None else features
     fitting = [lv for lv in LEVELS if lv.runs_on(machine, features)]
     return fitting[-1] if fitting else None
