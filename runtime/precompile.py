@@ -10,9 +10,10 @@ decided by the Python code that calls the kernels (array layouts, read-only weig
 scalars). So they are found by calling that code, not listed by hand:
 - every type in the kernel table through the public API (`kernels.matvec`, `matvecs` with one to
   three matrices, `matmul`, `get_rows`), on read-only weights shaped as a GGUF mmap gives them;
-- the forward pass (`Session.eval`, a two-token prefill then one decode token, and `Session.hidden`,
-  the embeddings' pass) of every model given, at build time every GGUF in data/synthetic (one per
-  architecture and weight type), for the layer ops.
+- the forward pass of every model given (at build time every GGUF in data/synthetic, one per
+  architecture and weight type), for the layer ops: `Session.eval` (a two-token prefill, a decode
+  token), a context shift, `Session.hidden` (embeddings) and one of the server's batches (two slots
+  decoding beside a third one's prompt).
 While tracing, no kernel runs: numba's "no compiled version for these argument types" hook records the
 types and returns a no-op, so the pass computes garbage and nothing is executed. Then each recorded
 signature is compiled with `Dispatcher.compile`, which compiles without running: the build machine
@@ -102,11 +103,18 @@ def _trace_table() -> None:
 
 def _trace_model(path: str) -> None:
     from . import load
-    model = load(path, n_ctx=TRACE_TOKENS + 1)
-    session = model.new_session()
+    from .model import Buffers, KVCache
+    model = load(path)
+    session = model.new_session(TRACE_TOKENS + 1)
     session.eval(list(range(TRACE_TOKENS)))        # prefill: kernels.matmul, ops over T rows
     session.eval([0])                              # decode: kernels.matvec(s)
+    session.shift(0, 1)                            # context shift (the server's --context-shift)
     model.new_session(TRACE_TOKENS).hidden(list(range(TRACE_TOKENS)))   # embeddings: no output head
+    # the server's batches: two slots decoding and a third slot's prompt, one call (server_engine.py)
+    kv, buf = KVCache(model, 3, TRACE_TOKENS), Buffers(model.config, 4, heads=3)
+    i64 = lambda *v: np.array(v, np.int64)         # noqa: E731
+    model.forward(kv, buf, i64(0, 0, 0, 0), i64(0, 1, 2, 2), i64(0, 0, 0, 1), n_decode=2,
+                  logit_rows=i64(0, 1, 3))
 
 
 def trace(models: list[str]) -> list[tuple]:
