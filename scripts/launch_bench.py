@@ -53,10 +53,11 @@ def main() -> int:
     ap.add_argument("exe")
     ap.add_argument("--first", type=int, default=3, help="first launches, each with a fresh HOME (default 3)")
     ap.add_argument("--warm", type=int, default=11, help="warm launches (default 11)")
-    ap.add_argument("args", nargs="*", help="arguments for the executable (after --)")
-    a = ap.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)      # the executable's arguments follow --
+    a = ap.parse_args(argv[:cut])
     exe = os.path.abspath(a.exe)
-    args = a.args or ["-p", "Hi", "-n", "1"]
+    args = argv[cut + 1:] or ["-p", "Hi", "-n", "1"]
     print(f"{exe} ({os.path.getsize(exe) / 1e6:.1f} MB) {' '.join(args)}")
     homes = []
     try:
