@@ -33,7 +33,7 @@ from .api_schema import APIError, GenOptions
 from .chat_template import ChatTemplateError
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
-from .structured import constrain
+from .structured import constrain, tool_use_template
 from .tool_prompt import call_format, template_messages
 
 # llama.cpp's LLAMA_DEFAULT_SEED: the seed /props reports when each request draws a fresh one
@@ -220,6 +220,8 @@ async def apply_template(request: Request) -> Response:
     chat = api_schema.chat_request({k: v for k, v in body.items()
                                     if k not in ("add_generation_prompt", "chat_template_kwargs")}, st.limits)
     template = st.engine.template
+    if chat.tools is not None and chat.tools.choice != "none":   # as structured.plan_chat picks it
+        template = tool_use_template(st.engine.model, template)
 
     def render() -> str:
         rendered, extra = template_messages(template, chat.messages, chat.tools, call_format(template))
