@@ -10,6 +10,7 @@ import json
 import pytest
 
 import runtime
+from conftest import ROOT
 from runtime.gguf import GGUFFile
 from runtime.ggml import ValueType
 
@@ -193,14 +194,20 @@ def test_infill_refused_without_fim_tokens(live_server):
     assert r.status_code == 400 and "FIM" in r.json()["error"]["message"]
 
 
+# Hermes 2 Pro's second template, for requests with tools
+TOOL_USE_TEMPLATE = (ROOT / "data" / "templates" / "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja").read_text()
+
+
 @pytest.fixture(scope="module")
 def fim_server(smollm2_path, tmp_path_factory):
     """SmolLM2 with FIM ids in its metadata, as a code model ships them (pre/suf/mid/sep; <reponame>
-    is found by its text, as llama.cpp finds FIM_REP)."""
+    is found by its text, as llama.cpp finds FIM_REP), and a second template for requests with tools
+    (tokenizer.chat_template.tool_use, as Hermes 2 Pro's GGUFs carry one)."""
     ids = {"fim_pre": 8, "fim_suf": 9, "fim_mid": 10, "fim_sep": 5}   # <issue_start> ... <file_sep>
     path = tmp_path_factory.mktemp("fim") / "smollm2-fim.gguf"
-    path.write_bytes(rebuild(GGUFFile(smollm2_path), {f"tokenizer.ggml.{k}_token_id": (ValueType.UINT32, v)
-                                                       for k, v in ids.items()}))
+    keys = {f"tokenizer.ggml.{k}_token_id": (ValueType.UINT32, v) for k, v in ids.items()}
+    keys["tokenizer.chat_template.tool_use"] = (ValueType.STRING, TOOL_USE_TEMPLATE)
+    path.write_bytes(rebuild(GGUFFile(smollm2_path), keys))
     server = start_server(runtime.load(path))
     yield server
     server.stop()
@@ -225,3 +232,16 @@ def test_infill_prompt_is_llama_cpp_s(fim_server):
                 {"input_prefix": "", "input_suffix": "", "input_extra": [{}]},
                 {"input_prefix": "", "input_suffix": "", "prompt": 5}):
         assert post(fim_server, "/infill", bad).status_code == 400
+
+
+def test_apply_template_picks_the_tool_use_template(fim_server):
+    """Bodies with tools render with the GGUF's tool-use template, as the chat endpoint (and llama.cpp)
+    picks it; without tools, or with tool_choice "none", the main template renders."""
+    messages = [{"role": "user", "content": "Hello"}]
+    tool = {"type": "function", "function": {"name": "get_time", "description": "Time now",
+                                    "parameters": {"type": "object"}}}
+    with_tools = post(fim_server, "/apply-template", {"messages": messages, "tools": [tool]}).json()["prompt"]
+    assert "You are a function calling AI model" in with_tools and '"name": "get_time"' in with_tools
+    for body in ({"messages": messages}, {"messages": messages, "tools": [tool], "tool_choice": "none"}):
+        prompt = post(fim_server, "/apply-template", body).json()["prompt"]
+        assert "function calling" not in prompt and prompt.endswith("<|im_start|>assistant\n")
