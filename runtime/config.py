@@ -8,7 +8,7 @@ traits of each family, and from_gguf the keys some families read on top.
 
 Provenance: llama.cpp src/llama-model.cpp (`llama_model_base::load_hparams`, `llama_model_rope_type`,
 `create_tensor_qkv`), src/llama-context.cpp (RoPE and YaRN parameters), src/llama-hparams.cpp
-(`set_swa_pattern`) and src/models/{llama,qwen2,qwen3,qwen3moe,phi3,gemma2,gemma3,granite,mistral3}.cpp.
+(`set_swa_pattern`) and src/models/{llama,qwen2,qwen3,qwen3moe,phi3,gemma2,gemma3,granite,granite-moe,mistral3}.cpp.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ ARCHITECTURES: dict[str, ArchTraits] = {
     "llama": ArchTraits("Llama 1-3.x, Mistral, Mixtral, SmolLM, TinyLlama", False, "freqs", moe="optional"),
     "mistral3": ArchTraits("Ministral 3, Mistral Small 3.x", False, "freqs", moe="optional"),
     "granite": ArchTraits("IBM Granite 3.x", False, "freqs", moe="optional"),
+    "granitemoe": ArchTraits("IBM Granite 3.x MoE", False, "freqs", moe="optional"),
     "qwen2": ArchTraits("Qwen 2, Qwen 2.5", True, ""),
     "qwen3": ArchTraits("Qwen 3", True, "", qk_norm=True),
     "qwen3moe": ArchTraits("Qwen 3 MoE", True, "", qk_norm=True, moe="required"),
@@ -53,6 +54,7 @@ ARCHITECTURES: dict[str, ArchTraits] = {
     "gemma3": ArchTraits("Gemma 3", True, "", qk_norm=True, gemma=True, swa_pattern=6, rope_dim_free=True),
 }
 SUPPORTED_ARCHITECTURES = tuple(sorted(ARCHITECTURES))
+GRANITE = ("granite", "granitemoe")      # the logit, residual, embedding and attention multipliers
 
 # rope.scaling.type values (llama_rope_scaling_type_from_string); absent means "linear"
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
@@ -228,7 +230,7 @@ class ModelConfig:
             if arch == "qwen3moe":           # n_ff_exp, else n_ff / n_expert_used
                 hidden_dim = get(Keys.EXPERT_FEED_FORWARD_LENGTH,
                                  hidden_dim // n_experts_used if hidden_dim else None)
-            if arch == "granite":
+            if arch in GRANITE:
                 shared_hidden_dim = get(Keys.EXPERT_SHARED_FEED_FORWARD_LENGTH, 0)
         if hidden_dim <= 0:
             raise ModelError(f"{arch} model: metadata key {Keys.FEED_FORWARD_LENGTH.format(arch=arch)!r} "
@@ -279,7 +281,7 @@ class ModelConfig:
             q_scale, kq_scale = _inv_sqrt(head_dim), 1.0
         else:
             q_scale, kq_scale = 1.0, _inv_sqrt(head_dim)
-        if arch == "granite":
+        if arch in GRANITE:
             kq_scale = get(Keys.ATTENTION_SCALE, 0.0, float) or kq_scale
         if arch == "mistral3":
             attn_temp_scale = get(Keys.ATTENTION_TEMPERATURE_SCALE, 0.0, float)
@@ -291,7 +293,7 @@ class ModelConfig:
         # ---- output and residual multipliers (granite) ----
         embed_scale = math.sqrt(dim) if traits.gemma else 1.0
         residual_scale = logit_scale = 1.0
-        if arch == "granite":
+        if arch in GRANITE:
             logit_scale = float(np.float32(1.0) / np.float32(get(Keys.LOGIT_SCALE, kind=float)))  # required
             residual_scale = get(Keys.RESIDUAL_SCALE, 0.0, float) or 1.0
             embed_scale = get(Keys.EMBEDDING_SCALE, 0.0, float) or 1.0

@@ -8,8 +8,8 @@ Three kinds of state, kept apart (as llama2.c's Config / TransformerWeights / Ru
   cache, the tokens it holds, and the activation buffers), allocated once and reused for every token.
   A session owns its context size; the model has none.
 
-One forward pass serves every family in config.ARCHITECTURES (llama, mistral3, granite, qwen2, qwen3,
-qwen3moe, phi3, gemma2, gemma3); their differences are fields of the config (see src/models/*.cpp in
+One forward pass serves every family in config.ARCHITECTURES (llama, mistral3, granite, granitemoe,
+qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3); their differences are fields of the config (see src/models/*.cpp in
 llama.cpp). Fused tensors (attn_qkv, phi3's gate+up ffn_up, the experts of a MoE layer) are split
 into row views of the same bytes, so the kernels see ordinary matrices.
 

@@ -39,6 +39,8 @@ never quantizes ffn_gate_inp):
                                ignores for llama), rope base 1e6, 1 KV head, own output.weight
     mixtral-Q8_0.gguf          llama with 4 routed experts, 2 used (Mixtral's layout)
     granite-Q8_0.gguf          granite: embedding, residual, attention and logit multipliers
+    granitemoe-Q8_0.gguf       granitemoe: the same multipliers, 4 routed experts (2 used) and a
+                               shared expert of width 128
     mistral3-Q8_0.gguf         mistral3 as Ministral 3: YaRN (factor 8 over 32 positions, log
                                multiplier 1) and Llama 4 attention temperature 0.1
 Shapes: 2 layers (qwen2: 1), dim 256 (K-quant rows come in blocks of 256), 4 heads of 64 unless
@@ -111,6 +113,7 @@ class Spec:
     rope_factors: bool = False       # rope_factors_long / rope_factors_short (phi3 LongRoPE)
     n_experts: int = 0               # routed experts (ffn_gate_inp, ffn_*_exps)
     n_experts_used: int = 0
+    shared_ffn: int = 0              # a shared expert of this width (ffn_*_shexp, granite MoE)
     context: int = CONTEXT
     template: str = ""               # a data/templates/ file; "" = ChatML
     extra_specials: tuple = ()       # control tokens appended to the vocabulary
@@ -152,6 +155,10 @@ MODELS = [
          template="mistralai-Mistral-Nemo-Instruct-2407.jinja"),
     Spec("granite", "granite", ("Q8_0",), 13, template="ibm-granite-granite-3.3-2B-Instruct.jinja",
          keys={"logit_scale": 4.0, "residual_scale": 0.5, "embedding_scale": 6.0, "attention_scale": 0.1}),
+    Spec("granitemoe", "granitemoe", ("Q8_0",), 16, ffn=64, n_experts=4, n_experts_used=2, shared_ffn=128,
+         template="ibm-granite-granite-3.3-2B-Instruct.jinja",
+         keys={"logit_scale": 3.0, "residual_scale": 0.7, "embedding_scale": 8.0, "attention_scale": 0.125,
+               "expert_shared_feed_forward_length": 128}),
     Spec("mistral3", "mistral3", ("Q8_0",), 14, untied=True,
          template="mistralai-Ministral-3-14B-Reasoning-2512.jinja",
          keys={"rope_freq_base": 1e6, "rope_scaling_type": "yarn", "rope_scaling_factor": 8.0,
@@ -249,6 +256,10 @@ def weights(spec: Spec, vocab_size: int) -> dict[str, np.ndarray]:
             w[p + "ffn_gate_exps.weight"] = dense(spec.n_experts, spec.ffn, DIM)
             w[p + "ffn_up_exps.weight"] = dense(spec.n_experts, spec.ffn, DIM)
             w[p + "ffn_down_exps.weight"] = dense(spec.n_experts, DIM, spec.ffn)
+            if spec.shared_ffn:
+                w[p + "ffn_gate_shexp.weight"] = dense(spec.shared_ffn, DIM)
+                w[p + "ffn_up_shexp.weight"] = dense(spec.shared_ffn, DIM)
+                w[p + "ffn_down_shexp.weight"] = dense(DIM, spec.shared_ffn)
         elif spec.fused_ffn:
             w[p + "ffn_up.weight"] = dense(2 * spec.ffn, DIM)
             w[p + "ffn_down.weight"] = dense(DIM, spec.ffn)

@@ -27,7 +27,8 @@ SYNTHETIC = ROOT / "data" / "synthetic"
 MANIFEST = json.loads((SYNTHETIC / "MANIFEST.json").read_text())
 # one file per family (the architecture, and llama as Mistral and Mixtral ship it)
 FAMILY_FILES = ["qwen3-Q8_0.gguf", "qwen3moe-Q8_0.gguf", "phi3-Q4_K.gguf", "gemma2-Q8_0.gguf",
-                "mistral-Q4_K.gguf", "mixtral-Q8_0.gguf", "granite-Q8_0.gguf", "mistral3-Q8_0.gguf"]
+                "mistral-Q4_K.gguf", "mixtral-Q8_0.gguf", "granite-Q8_0.gguf", "granitemoe-Q8_0.gguf",
+                "mistral3-Q8_0.gguf"]
 PROMPT = "the quick brown fox"
 
 
@@ -175,6 +176,8 @@ def test_config_reads_each_familys_keys():
     assert c.sliding_window == 0 and not any(c.local_layers)        # llama ignores attention.sliding_window
     c, _ = _config("granite-Q8_0.gguf")
     assert (c.embed_scale, c.residual_scale, c.logit_scale, c.kq_scale) == (6.0, 0.5, 0.25, pytest.approx(0.1))
+    c, _ = _config("granitemoe-Q8_0.gguf")
+    assert (c.n_experts, c.n_experts_used, c.hidden_dim, c.shared_hidden_dim, c.rope_layers) == (4, 2, 64, 128, True)
     c, _ = _config("mistral3-Q8_0.gguf")
     assert (c.attn_temp_scale, c.attn_temp_floor) == (pytest.approx(0.1), 32)
     assert c.rope_global.ext_factor == 1.0 and c.rope_global.freq_scale == 1 / 8

@@ -278,7 +278,7 @@ def _tiny_gguf(path, arch="llama", embd_type=GGMLType.F32):
 
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
     with pytest.raises(ModelError, match=r"unsupported model architecture 'gpt2' "
-                                         r"\(supported: gemma2, gemma3, granite, llama, mistral3, phi3, qwen2, qwen3, qwen3moe\)"):
+                                         r"\(supported: gemma2, gemma3, granite, granitemoe, llama, mistral3, phi3, qwen2, qwen3, qwen3moe\)"):
         runtime.load(_tiny_gguf(tmp_path / "m.gguf", arch="gpt2"))
 
 
