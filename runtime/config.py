@@ -55,6 +55,8 @@ ARCHITECTURES: dict[str, ArchTraits] = {
 }
 SUPPORTED_ARCHITECTURES = tuple(sorted(ARCHITECTURES))
 GRANITE = ("granite", "granitemoe")      # the logit, residual, embedding and attention multipliers
+# keys llama.cpp reads as one value or one per layer (get_key_or_arr)
+PER_LAYER_KEYS = (Keys.FEED_FORWARD_LENGTH, Keys.HEAD_COUNT, Keys.HEAD_COUNT_KV)
 
 # rope.scaling.type values (llama_rope_scaling_type_from_string); absent means "linear"
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
@@ -155,10 +157,13 @@ class ModelConfig:
             value = meta.get(full, default)
             if value is None:
                 raise ModelError(f"{arch} model: metadata key {full!r} is missing")
+            if isinstance(value, (np.ndarray, list)) and key in PER_LAYER_KEYS:
+                value = _per_layer(full, value, meta.get(Keys.BLOCK_COUNT.format(arch=arch)), arch)
             try:
                 return kind(value)
             except (TypeError, ValueError):
-                raise ModelError(f"{arch} model: metadata key {full!r} has the invalid value {value!r}")
+                raise ModelError(f"{arch} model: metadata key {full!r} has the invalid value "
+                                 f"{str(value)[:40]!r}")
 
         def has(key: str) -> bool:
             return key.format(arch=arch) in meta
@@ -330,6 +335,20 @@ class ModelConfig:
 def _inv_sqrt(n: int) -> float:
     """1.0f / sqrtf(float(n)): the attention scales llama.cpp computes in float32."""
     return float(np.float32(1.0) / np.sqrt(np.float32(n)))
+
+
+def _per_layer(key: str, values, n_layers, arch: str):
+    """A key given as one value per layer (llama_model_loader::get_key_or_arr: head_count,
+    head_count_kv and feed_forward_length may be arrays of block_count entries). The forward pass
+    has one width for all layers, so the entries must agree; one line says so when they do not."""
+    values = list(values)
+    if not values or (isinstance(n_layers, int) and len(values) != n_layers):
+        raise ModelError(f"{arch} model: metadata key {key!r} has {len(values)} entries, expected one "
+                         f"per layer ({n_layers})")
+    if any(v != values[0] for v in values):
+        raise ModelError(f"{arch} model: metadata key {key!r} differs between layers "
+                         f"({min(values)}..{max(values)}), which chatfile does not support")
+    return values[0]
 
 
 def _swa_layers(pattern, default: int, n_layers: int, arch: str) -> tuple:

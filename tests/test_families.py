@@ -202,6 +202,20 @@ def test_config_refuses_what_llama_cpp_refuses():
         _config("qwen3-Q8_0.gguf", **{"qwen3.expert_count": 4})
 
 
+def test_per_layer_head_counts_as_llama_cpp_reads_them():
+    # head_count, head_count_kv and feed_forward_length may be one value per layer (get_key_or_arr)
+    same, _ = _config("qwen3-Q8_0.gguf", **{"qwen3.attention.head_count_kv": np.array([2, 2], np.int32),
+                                            "qwen3.feed_forward_length": [256, 256]})
+    plain, _ = _config("qwen3-Q8_0.gguf")
+    assert (same.n_kv_heads, same.hidden_dim) == (plain.n_kv_heads, plain.hidden_dim) == (2, 256)
+    with pytest.raises(ModelError, match="'qwen3.attention.head_count' differs between layers"):
+        _config("qwen3-Q8_0.gguf", **{"qwen3.attention.head_count": np.array([4, 8], np.int32)})
+    with pytest.raises(ModelError, match="has 3 entries, expected one per layer"):
+        _config("qwen3-Q8_0.gguf", **{"qwen3.feed_forward_length": [256, 256, 256]})
+    with pytest.raises(ModelError, match="'qwen3.context_length' has the invalid value"):
+        _config("qwen3-Q8_0.gguf", **{"qwen3.context_length": [512, 512]})
+
+
 def test_support_problem_names_type_and_tokenizer():
     _, g = _config("qwen3-Q8_0.gguf")
     assert support_problem(g) is None
