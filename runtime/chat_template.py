@@ -7,6 +7,13 @@ the loop-controls extension, a pass-through `{% generation %}` tag, `tojson` wit
 `add_generation_prompt`. Output is byte-identical to llama-cpp-python's for the same messages
 (tests/test_chat_template.py against data/goldens/chat_templates.json).
 
+System messages (llama-server's rule, common/chat.cpp `system_message_not_supported`): a template that
+refuses a system message or leaves its text out (Gemma 2's raises "System role not supported") gets
+the conversation with the system text put in front of the next message, joined by a newline, or dropped
+when it is the only message. `ChatTemplate.prepare` does that, `chat_prompt_ids` calls it; whether the
+template takes a system message is found once per template by rendering a probe conversation, as
+llama.cpp's capability check does. (llama-cpp-python's own formatter, which `render` matches, raises.)
+
 Fallback: a GGUF without `tokenizer.chat_template` gets ChatML, exactly as llama.cpp's built-in
 "chatml" template writes it (`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then
 `<|im_start|>assistant\\n` when a reply is wanted). `--chat-template` overrides either: a path to a
@@ -18,6 +25,7 @@ template did not write it, BOS is put in front once (llama.cpp's server does the
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import datetime
@@ -137,6 +145,35 @@ class ChatTemplate:
             raise ChatTemplateError(f"chat template failed on these messages: {_one_line(e)}") from None
 
 
+    @functools.cached_property
+    def supports_system_role(self) -> bool:
+        """Whether a system message's text reaches the prompt (llama.cpp common/jinja/caps.cpp probes
+        with [system, user] and checks that the system content is used). A template that fails the
+        probe without a system message too counts as supporting it: its failure is not about roles."""
+        marker = "System message 7f3c"
+        user = {"role": "user", "content": "User message"}
+        try:
+            return marker in self.render([{"role": "system", "content": marker}, user])
+        except ChatTemplateError:
+            pass
+        try:
+            self.render([user])
+        except ChatTemplateError:
+            return True
+        return False
+
+    def prepare(self, messages: list[dict]) -> list[dict]:
+        """The conversation as llama-server hands it to this template: a leading system message the
+        template cannot take goes in front of the next message's text (or away when alone)."""
+        if not messages or messages[0].get("role") != "system" or self.supports_system_role:
+            return messages
+        if len(messages) == 1:
+            return []
+        system, text = messages[0].get("content"), messages[1].get("content")
+        if not isinstance(system, str) or not isinstance(text, (str, type(None))):
+            return messages                  # content parts: left to the template, as llama.cpp fails there
+        return [{**messages[1], "content": system + "\n" + (text or "")}, *messages[2:]]
+
     def _strftime_now(self, fmt) -> str:
         # C strftime makes ~12 characters of one "%c": a long format is the one large thing it can make
         if not isinstance(fmt, str) or len(fmt) > 256:
@@ -161,7 +198,7 @@ def chat_prompt_ids(model, template: ChatTemplate, messages: list[dict],
                     add_generation_prompt: bool = True, **extra) -> list[int]:
     """Token ids of the rendered conversation, BOS exactly once when the model uses one. `extra`: more
     template variables, e.g. `tools` (runtime/tool_prompt.py prepares conversations with tools)."""
-    text = template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
+    text = template.render(template.prepare(messages), add_generation_prompt=add_generation_prompt, **extra)
     ids = model.tokenize(text, add_special=False, parse_special=True)
     tok = model.tokenizer
     if tok.add_bos and tok.bos_id is not None and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:

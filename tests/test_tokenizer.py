@@ -3,7 +3,8 @@
 Real models: SmolLM2 (byte-level BPE, pre `smollm`) and Gemma 3 (SentencePiece, 262k vocabulary).
 Vocab models: GGUFs in data/vocab/ with real vocabularies, written by scripts/make_vocab_models.py:
 Llama 3 (BPE, `llama-bpe`), Llama 2 (SPM), Qwen 3 (BPE, `qwen2`), Phi-4-mini (o200k BPE, `gpt-4o`),
-Phi-3 (SPM with <|end|> and friends), Mistral 7B v0.3 (SPM with [INST] controls) and Mistral Nemo's
+Phi-3 (SPM with <|end|> and friends), Mistral 7B v0.3 (SPM with [INST] controls), Gemma 2 (SPM, 256k
+vocabulary, no space prefix) and Mistral Nemo's
 tekken (BPE, `tekken`, 1,000 control tokens).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _tokenizer(path: str) -> Tokenizer:
     return Tokenizer.from_metadata(GGUFFile(path).metadata)
 
 
-@pytest.fixture(scope="module", params=["smollm2", "gemma3", "llama3", "llama2", "qwen3", "phi4mini", "phi3",
+@pytest.fixture(scope="module", params=["smollm2", "gemma3", "llama3", "llama2", "qwen3", "phi4mini", "phi3", "gemma2",
                                         "mistral", "tekken"])
 def model(request):
     """(name, tokenizer, golden) for each model with goldens."""
