@@ -5,6 +5,7 @@ prompt (the probing attack of SECURITY.md)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx2 as httpx
 import openai
@@ -15,7 +16,9 @@ from server_helpers import smollm2_model, start_server  # noqa: F401
 PROMPTS = ["Write a long story about a dragon who learns to bake bread.",
            "Describe, in detail, how a steam engine works.",
            "Tell me everything you know about the history of the bicycle.",
-           "Write a long letter to a friend about a trip to the mountains."]
+           "Write a long letter to a friend about a trip to the mountains.",
+           # over 128 tokens: read in runs of 64 between the others' decode steps (server_engine.PREFILL_CHUNK)
+           "Here are my notes from a week of travelling by train. " * 14 + "Summarize them."]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,9 @@ def greedy_text(c, prompt, max_tokens, stream=False):
 
 @pytest.mark.slow
 def test_concurrent_greedy_streams_equal_each_alone(server):
+    """Five greedy streams on four slots: each gets exactly its text alone. The last comes in once the
+    others are generating: it waits for a free slot, then its long prompt is read in runs between the
+    others' decode steps."""
     c = client(server.url)
     alone = [greedy_text(c, p, 40) for p in PROMPTS]
     together = [None] * len(PROMPTS)
@@ -48,15 +54,19 @@ def test_concurrent_greedy_streams_equal_each_alone(server):
         together[i] = greedy_text(c, PROMPTS[i], 40, stream=True)
     steps = server.engine.n_steps
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
-    for t in threads:
+    for t in threads[:-1]:
         t.start()
+    deadline = time.monotonic() + 300
+    while not any(v.n_decoded for v in server.engine.slot_views()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threads[-1].start()
     for t in threads:
         t.join()
     assert together == alone
     # they ran together: one forward pass carried the decode rows of at least 3 streams, and there were
-    # fewer passes than the 4 x 40 tokens of the streams one after another
+    # fewer passes than the 5 x 40 tokens of the streams one after another
     assert server.engine.peak_decoding >= 3
-    assert server.engine.n_steps - steps < 4 * 40
+    assert server.engine.n_steps - steps < len(PROMPTS) * 40
 
 
 # ---- conversations longer than the context ---------------------------------------------------------
