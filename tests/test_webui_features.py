@@ -2,8 +2,9 @@
 SmolLM2 whose defaults differ from llama.cpp's (temperature 0.2, top-k 7, seed 11, 8 tokens a reply):
 phone and desktop layouts with screenshots (out/webui/), math, branches across reloads, export and import
 into a fresh profile, search, text files dropped or picked, keyboard shortcuts and the theme, settings
-that follow the server's /props, tool calls and the dropped-messages notice. Every profile checks that
-no request left the server's origin and that the page logged no error (webui_helpers.Profile).
+that follow the server's /props, tool calls and the dropped-messages notice; then the features again at
+390 px on a touch screen, tapped. Every profile checks that no request left the server's origin and that
+the page logged no error (webui_helpers.Profile).
 
 Replies the model cannot be made to write (a formula, a tool call, a hostile file) come from a canned
 stream through the page's own streaming path (reply_once_with) or from an imported file; everything the
@@ -16,7 +17,7 @@ import re
 import pytest
 
 from server_helpers import smollm2_model, start_server  # noqa: F401
-from webui_helpers import (DESKTOP, DONE, INPUT, PHONE, SEND, STOP, Profile, browser,  # noqa: F401
+from webui_helpers import (DESKTOP, DONE, INPUT, PHONE, SEND, STOP, TOUCH, Profile, browser,  # noqa: F401
                            reply_once_with, screenshot, send, set_setting, stored, visible_path)
 
 pytestmark = pytest.mark.slow
@@ -34,11 +35,12 @@ def server(smollm2_model):
 
 @pytest.fixture
 def open_profile(browser, server):
-    """open_profile(viewport=DESKTOP) -> a fresh Profile; each is checked and closed after the test."""
+    """open_profile(viewport=DESKTOP, **context_options) -> a fresh Profile; each is checked and closed
+    after the test."""
     made = []
 
-    def make(viewport=DESKTOP):
-        made.append(Profile(browser, server.url, viewport))
+    def make(viewport=DESKTOP, **context_options):
+        made.append(Profile(browser, server.url, viewport, **context_options))
         return made[-1]
     yield make
     for p in made:
@@ -282,6 +284,7 @@ def test_export_then_import_into_a_fresh_profile(open_profile, tmp_path):
     assert canonical(export(b, "#export-all", tmp_path / "again.json")) == canonical(everything)
     b.click("#conversations li:nth-child(2) .title")
     assert b.text_content(".message.assistant .sibling-pos") == "2/2"
+    screenshot(b, "import-1280")
 
     # importing again merges (nothing doubles); a file that disagrees is added beside, never over
     assert import_file(b, tmp_path / "one.json") == "Imported 1 conversation: 0 new, 1 merged with one already here"
@@ -374,6 +377,7 @@ def test_search_titles_and_text(open_profile, tmp_path):
     page.fill("#search", "ASTILBE")                              # message text, case-insensitive, any version
     titles = page.locator("#conversations .title").all_text_contents()
     assert len(titles) == 1 and titles[0].startswith("Garden notes") and "astilbe" in titles[0]
+    screenshot(page, "search-1280")
     page.fill("#search", "nothing like this")
     assert page.text_content("#conversations") == "No conversation matches."
     page.fill("#search", "")
@@ -413,6 +417,7 @@ def test_text_files_dropped_or_picked_reach_the_request(open_profile, tmp_path):
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('huge.log')")
     assert "up to 512.0 kB" in page.text_content("#status")
     assert page.locator("#attachments .chip").count() == 2
+    screenshot(page, "files-1280")
 
     body = sent_body(page, lambda: send(page, "Summarize both files."))
     assert body["messages"][-1] == {"role": "user", "content":
@@ -435,6 +440,7 @@ def test_shortcuts_help_theme_and_title(open_profile):
     help_text = page.text_content("#help")
     for words in ("New chat", "Stop the reply", "Focus the message box", "Search conversations", "up to 512.0 kB"):
         assert words in help_text
+    screenshot(page, "help-1280")
     page.keyboard.press("Escape")
     assert not page.is_visible("#help")
 
@@ -558,21 +564,12 @@ def test_dropped_messages_from_a_small_context(browser, smollm2_model, tmp_path)
         assert page.text_content(".message:nth-of-type(18) .notice") == \
             f"{dropped} earlier messages were left out to fit the model's context"
         assert visible_path(stored(page)[0])[-1]["dropped"] == dropped
+        page.reload()                                                  # the notice is kept with the reply
+        page.click("#conversations .title")
+        assert page.text_content(".message:nth-of-type(18) .notice").startswith(f"{dropped} earlier messages")
     finally:
         profile.close()
         small.stop()
-
-
-def test_dropped_messages_notice_is_kept(open_profile):
-    page = open_profile().new_page()
-    reply_once_with(page, "Short answer.", first={"dropped_messages": 3})
-    send(page, "A question after a long chat.")
-    page.wait_for_selector(DONE)
-    assert page.text_content(".message.assistant .notice") == \
-        "3 earlier messages were left out to fit the model's context"
-    page.reload()
-    page.click("#conversations .title")
-    assert page.is_visible(".message.assistant .notice")
 
 
 def test_tool_calls_from_the_server(open_profile):
@@ -597,3 +594,84 @@ def test_tool_calls_from_the_server(open_profile):
     body = sent_body(page, lambda: send(page, "Thanks."))
     assert "tools" not in body and body["stream"] is True
     page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)
+
+
+# ---- every feature at phone width --------------------------------------------------------------------
+
+PHONE_MATH = r"""Euler: $e^{i\pi} + 1 = 0$. It costs $5 and $10.
+
+$$\int_0^1 x^2\,dx = \frac{1}{3}$$
+"""
+
+
+def test_each_feature_at_phone_width(open_profile, tmp_path):
+    """The features above, at 390 px on a touch screen, tapped as a person with a phone would: a file
+    picked with +, a reply with math, an edit making a branch that survives a reload, search, the
+    shortcuts panel, the dark theme, export then import into a fresh phone profile. At each step nothing
+    scrolls sideways, and a screenshot is saved (out/webui/*-390.png)."""
+    def fits(page, name):
+        assert overflow(page) == {"page": 0, "body": 0, "messages": 0}, name
+        screenshot(page, f"{name}-390")
+
+    page = open_profile(PHONE, **TOUCH).new_page()
+    (tmp_path / "notes.txt").write_text("Lisbon has seven hills.\n")
+    with page.expect_file_chooser() as chooser:
+        page.tap("#attach")
+    chooser.value.set_files(str(tmp_path / "notes.txt"))
+    page.wait_for_selector("#attachments .chip")
+    page.fill(INPUT, "Some math about my notes.")
+    fits(page, "files")
+    reply_once_with(page, PHONE_MATH)
+    body = sent_body(page, lambda: page.tap(SEND))
+    notes = "File: notes.txt\n```txt\nLisbon has seven hills.\n```\n\n"
+    assert body["messages"] == [{"role": "user", "content": notes + "Some math about my notes."}]
+    page.wait_for_selector(DONE)
+    assert page.locator(".message.assistant .katex").count() == 2
+    assert page.locator(".message.assistant .katex-display").count() == 1
+    assert "It costs $5 and $10." in page.text_content(".message.assistant .body")
+    fits(page, "math")
+
+    page.tap(".message.user .edit")                              # a second version of the question
+    page.fill(".edit-box textarea", "Just the numbers, please.")
+    reply_once_with(page, "Seven hills, one formula.")
+    body = sent_body(page, lambda: page.tap(".edit-box .save-edit"))
+    assert body["messages"] == [{"role": "user", "content": notes + "Just the numbers, please."}]   # file kept
+    page.wait_for_selector(DONE)
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    page.tap("#sidebar-toggle")
+    page.tap("#conversations .title")
+    assert not page.is_visible("#sidebar")
+    assert page.text_content(".message.user .sibling-pos") == "2/2"
+    assert page.text_content(".message.assistant .body").startswith("Seven hills, one formula.")
+    fits(page, "branches")
+    page.tap(".message.user .sibling-prev")
+    assert page.text_content(".message.user .sibling-pos") == "1/2"
+    assert page.locator(".message.assistant .katex-display").count() == 1
+
+    page.tap("#sidebar-toggle")                                 # search reaches the file's text too
+    page.fill("#search", "seven HILLS")
+    page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().left >= 0")   # slid in
+    assert page.locator("#conversations .snippet").all_text_contents() == ["notes.txt Lisbon has seven hills. "]
+    fits(page, "search")
+    page.tap("#conversations .title")
+    assert not page.is_visible("#sidebar")
+
+    page.tap("#help-toggle")
+    assert page.is_visible("#help") and "New chat" in page.text_content("#help")
+    fits(page, "help")
+    page.tap("#help-toggle")
+    page.tap("#theme-toggle")
+    page.tap("#theme-toggle")
+    assert page.get_attribute("html", "data-theme") == "dark"
+    fits(page, "dark")
+
+    page.tap("#sidebar-toggle")
+    everything = export(page, "#export-all", tmp_path / "phone.json")
+    fresh = open_profile(PHONE, **TOUCH).new_page()
+    assert import_file(fresh, tmp_path / "phone.json") == "Imported 1 conversation: 1 new"
+    assert canonical(stored(fresh)) == canonical(everything)
+    fresh.tap("#conversations .title")
+    assert fresh.text_content(".message.user .sibling-pos") == "1/2"
+    assert fresh.locator(".message.assistant .katex-display").count() == 1
+    fits(fresh, "import")

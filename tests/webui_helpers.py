@@ -17,6 +17,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "out" / "webui"
 DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+TOUCH = {"has_touch": True, "is_mobile": True}   # a phone's touch screen and mobile viewport
 
 # The page's own controls, by their place in the page: a selector like "#input" would pick the first
 # element with that id in document order, which is exactly what a hostile reply tries to provide.
@@ -39,9 +40,10 @@ def browser():
 class Profile:
     """A fresh browser profile on the live server: new pages, the requests they made, their errors."""
 
-    def __init__(self, browser, base_url: str, viewport: dict):
+    def __init__(self, browser, base_url: str, viewport: dict, **context_options):
+        """`context_options`: more of Playwright's new_context options (has_touch, is_mobile for a phone)."""
         self.base_url = base_url
-        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True, **context_options)
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.context.on("request", lambda r: self.requests.append(r.url))
