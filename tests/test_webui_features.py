@@ -596,6 +596,39 @@ def test_tool_calls_from_the_server(open_profile):
     page.wait_for_selector("body:not([data-saving]) .message:nth-of-type(4).assistant:not(.streaming) .regenerate", timeout=120_000)
 
 
+# ---- a reply cut off by closing the page ------------------------------------------------------------------
+
+INCOMPLETE = "incomplete: the page was closed while this reply was written"
+
+
+def test_a_reply_cut_off_by_closing_the_page_is_kept(open_profile, smollm2_model):
+    """A reply being written is saved as it goes (every 2 s): closing the page mid-reply, then opening
+    it again, shows what had been written, marked incomplete. The model is kept from ending its reply
+    (its end-of-generation tokens biased out through the custom parameters)."""
+    profile = open_profile()
+    page = profile.new_page()
+    never_end = {str(t): -100 for t in smollm2_model.tokenizer.eog_ids}
+    set_setting(page, "custom-params", json.dumps({"logit_bias": never_end, "max_tokens": 2000}))
+    send(page, "Tell me a long story about a lighthouse keeper.")
+    reply = "(r) => r.messages.filter((m) => m.role === 'assistant').map((m) => [m.content, m.stats ?? null])"
+    for _ in range(240):                                        # up to a minute on a loaded machine
+        draft = stored(page, reply)[0]
+        if draft and draft[0][1] == INCOMPLETE and draft[0][0]:
+            break
+        assert page.is_visible(STOP), "the reply ended before a draft of it was saved"
+        page.wait_for_timeout(250)
+    else:
+        raise AssertionError("no draft of the reply was saved while it was written")
+    page.close()                                               # mid-reply, as a person closing the tab
+
+    again = profile.new_page()
+    again.click("#conversations .title")
+    assert again.text_content(".message.assistant .stats") == INCOMPLETE
+    content, stats = stored(again, reply)[0][0]
+    assert content.startswith(draft[0][0]) and stats == INCOMPLETE
+    assert again.is_visible(".message.assistant .regenerate")
+
+
 # ---- every feature at phone width --------------------------------------------------------------------
 
 PHONE_MATH = r"""Euler: $e^{i\pi} + 1 = 0$. It costs $5 and $10.

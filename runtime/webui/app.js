@@ -32,6 +32,7 @@ const state = {
   convs: new Map(),              // id -> Conversation
   currentId: null,
   controller: null,              // AbortController of the reply being streamed
+  saveDraft: null,               // while a reply streams: saves it as it stands
   overrides: {},                 // settings the user set: {system, temperature, ...} as typed
   attachments: [],               // files waiting in the composer: [{type: "textFile", name, content}]
 };
@@ -220,6 +221,11 @@ function newChat() {
 }
 
 // ---- sending and streaming ---------------------------------------------------------------------------
+// A reply being written is saved every DRAFT_EVERY_MS and when the page is hidden (a phone switching apps
+// may discard the tab), so closing the page keeps what was written so far, marked as incomplete.
+const DRAFT_EVERY_MS = 2000;
+const INCOMPLETE = "incomplete: the page was closed while this reply was written";
+
 function send(text) {
   let conv = current();
   const files = state.attachments.splice(0);
@@ -246,6 +252,13 @@ async function complete(conv, parentId) {
   const started = performance.now();
   const calls = [];
   let firstToken = null, nChunks = 0, timings = null, usage = null, pending = false, finish = null;
+  let savedAt = performance.now();
+  state.saveDraft = () => {
+    savedAt = performance.now();
+    reply.stats = INCOMPLETE;                        // replaced by the real stats line when the reply ends
+    if (calls.length) reply.toolCalls = JSON.stringify(calls);
+    persist(conv);
+  };
   const paint = () => {
     pending = false;
     renderMarkdown(body, reply.content);
@@ -271,7 +284,8 @@ async function complete(conv, parentId) {
         if (tc.function?.name && !slot.function.name) slot.function.name = tc.function.name;
         if (tc.function?.arguments) slot.function.arguments += tc.function.arguments;
       }
-      if (!pending) { pending = true; requestAnimationFrame(paint); }
+      if (!pending) { pending = true; requestAnimationFrame(paint); }   // (no frames while the page is hidden)
+      if (performance.now() - savedAt > DRAFT_EVERY_MS) state.saveDraft();
     });
     reply.stats = stats(timings, usage, nChunks, firstToken, started) +
                   (finish === "length" ? " · cut at the token limit" : "");
@@ -283,6 +297,8 @@ async function complete(conv, parentId) {
       setStatus(reply.error, true);
     }
   } finally {
+    state.saveDraft = null;
+    if (reply.stats === INCOMPLETE) delete reply.stats;
     if (calls.length) reply.toolCalls = JSON.stringify(calls);
     if (timings) reply.timings = timings;
     state.controller = null;
@@ -465,6 +481,7 @@ function init() {
   });
   document.addEventListener("keydown", onShortcut);
   window.addEventListener("beforeunload", (e) => { if (pendingSaves) e.preventDefault(); });   // a write in flight
+  document.addEventListener("visibilitychange", () => { if (document.hidden) state.saveDraft?.(); });
   wireFiles();
 }
 
