@@ -79,6 +79,7 @@ def test_thirty_turn_chat_in_a_512_token_context(smollm2_model):
     prompt and the newest turns and says how many messages it dropped (in the first chunk of a stream
     too). /slots (with --slots) shows the kept conversation starting with the system prompt."""
     server = start_server(smollm2_model, n_ctx=512, slots_prompts=True)
+    REPLY = 8                                       # tokens a reply: 30 turns still fill the context 2x
     try:
         c = client(server.url)
         messages = [{"role": "system", "content": SYSTEM}]
@@ -87,14 +88,14 @@ def test_thirty_turn_chat_in_a_512_token_context(smollm2_model):
             messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number "
                                                         f"{turn * 7 + 3} and why it is interesting."})
             if turn < 29:
-                r = c.chat.completions.create(model="m", messages=messages, temperature=0, max_tokens=16)
+                r = c.chat.completions.create(model="m", messages=messages, temperature=0, max_tokens=REPLY)
                 reply = r.choices[0].message.content
                 dropped.append((r.model_extra or {}).get("dropped_messages", 0))
-                assert r.usage.prompt_tokens + 16 <= 512 and r.usage.completion_tokens >= 1
+                assert r.usage.prompt_tokens + REPLY <= 512 and r.usage.completion_tokens >= 1
                 assert r.choices[0].finish_reason in ("stop", "length")
             else:                                   # the last turn streams: the first chunk says it
                 chunks = list(c.chat.completions.create(model="m", messages=messages, temperature=0,
-                                                        max_tokens=16, stream=True))
+                                                        max_tokens=REPLY, stream=True))
                 reply = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
                 dropped.append((chunks[0].model_extra or {}).get("dropped_messages", 0))
                 assert all("dropped_messages" not in (ch.model_extra or {}) for ch in chunks[1:])
