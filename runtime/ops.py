@@ -79,15 +79,83 @@ def f16_value_ref(h):
     return np.asarray(h, np.uint16).view(np.float16).astype(np.float32)
 
 
+@njit(cache=True, inline="always")
+def _quantize_q8_0(out, qs, d, s, x):
+    # x float32 [n] -> qs int8 [n], d [n / 32], s [n / 32], out = qs * d: quantize_row_q8_0 / q8_1 on
+    # x86 (d = amax/127 stored as fp16, q = round-half-even(x * 127/amax); Q8_1's s = fp16(d * sum q)
+    # with d before its fp16 rounding)
+    d16 = np.empty(1, np.float32)
+    for b in range(x.shape[0] // 32):
+        b0 = 32 * b
+        amax = np.float32(0.0)
+        for i in range(b0, b0 + 32):
+            amax = max(amax, abs(x[i]))
+        draw = amax / np.float32(127.0)
+        d16[0] = draw
+        _f16_round(d16)
+        d[b] = d16[0]
+        iscale = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+        total = np.int32(0)
+        for i in range(b0, b0 + 32):
+            q = np.float32(np.rint(x[i] * iscale))
+            qs[i] = np.int8(q)
+            total += np.int32(q)
+            out[i] = q * d16[0]
+        d16[0] = draw * np.float32(total)
+        _f16_round(d16)
+        s[b] = d16[0]
+
+
+@njit(cache=True, inline="always")
+def _quantize_q8_k(out, qs, d, x):
+    # x float32 [n] -> qs int8 [n], d [n / 256], out = qs * d: quantize_row_q8_K_ref (iscale =
+    # -127/max, d = 1/iscale in float32)
+    for b in range(x.shape[0] // 256):
+        b0 = 256 * b
+        amax = np.float32(0.0)
+        vmax = np.float32(0.0)
+        for i in range(b0, b0 + 256):
+            if abs(x[i]) > amax:
+                amax = abs(x[i])
+                vmax = x[i]
+        if amax == 0:
+            d[b] = 0
+            for i in range(b0, b0 + 256):
+                out[i] = 0
+                qs[i] = 0
+            continue
+        iscale = np.float32(-127.0) / vmax
+        d[b] = np.float32(1.0) / iscale
+        for i in range(b0, b0 + 256):
+            q = np.float32(min(np.float32(127.0), np.rint(iscale * x[i])))
+            qs[i] = np.int8(q)
+            out[i] = q * d[b]
+
+
+@njit(cache=True)
+def quantize_activations(out, qs, d, s, x, kind):
+    # x float32 [T, n] -> qs int8 [T, n], d float32 [T, n / 32 (ACT_Q8_0) or n / 256 (ACT_Q8_K)],
+    # s float32 [T, n / 32] (ACT_Q8_0: Q8_1's fp16 d * sum of each block's q; ACT_Q8_K: not written)
+    # and out [T, n] = the rounded values round_activations gives (qs * d): the 8-bit form the
+    # integer kernels multiply with
+    for t in range(x.shape[0]):
+        if kind == ACT_Q8_0:
+            _quantize_q8_0(out[t], qs[t], d[t], s[t], x[t])
+        else:
+            _quantize_q8_k(out[t], qs[t], d[t], x[t])
+
+
 @njit(cache=True)
 def round_activations(out, x, kind):
     # x float32 [T, n] -> out [T, n]: the values llama.cpp's dot product sees for a weight whose
-    # vec_dot_type is `kind` (quantize_row_q8_0 / q8_1 on x86: d = amax/127 stored as fp16,
-    # q = round-half-even(x * 127/amax); quantize_row_q8_K_ref: iscale = -127/max, d = 1/iscale in
-    # float32; GGML_FP32_TO_BF16 ties to even)
+    # vec_dot_type is `kind` (quantize_row_q8_0 / q8_1 on x86, quantize_row_q8_K_ref, both as in
+    # quantize_activations; GGML_FP32_TO_BF16 ties to even)
     # (element loops rather than `out[:] = x`: a slice assignment drags numba's shape-mismatch error
     # formatting into the compile, ~3 s of a first launch)
     T, n = x.shape
+    qs = np.empty(n, np.int8)                 # the 8-bit form, not kept here
+    d = np.empty(n // 32, np.float32)
+    s = np.empty(n // 32, np.float32)
     for t in range(T):
         row = out[t]
         if kind == ACT_F32 or kind == ACT_F16:
@@ -103,32 +171,9 @@ def round_activations(out, x, kind):
                 dst[i] = ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1)))
                           >> np.uint32(16)) << np.uint32(16)
         elif kind == ACT_Q8_0:
-            d16 = np.empty(1, np.float32)
-            for b0 in range(0, n, 32):
-                amax = np.float32(0.0)
-                for i in range(b0, b0 + 32):
-                    amax = max(amax, abs(x[t, i]))
-                d16[0] = amax / np.float32(127.0)
-                _f16_round(d16)
-                iscale = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
-                for i in range(b0, b0 + 32):
-                    row[i] = np.float32(np.rint(x[t, i] * iscale)) * d16[0]
+            _quantize_q8_0(row, qs, d, s, x[t])
         else:  # ACT_Q8_K
-            for b0 in range(0, n, 256):
-                amax = np.float32(0.0)
-                vmax = np.float32(0.0)
-                for i in range(b0, b0 + 256):
-                    if abs(x[t, i]) > amax:
-                        amax = abs(x[t, i])
-                        vmax = x[t, i]
-                if amax == 0:
-                    for i in range(b0, b0 + 256):
-                        row[i] = 0
-                    continue
-                iscale = np.float32(-127.0) / vmax
-                d = np.float32(1.0) / iscale
-                for i in range(b0, b0 + 256):
-                    row[i] = np.float32(min(np.float32(127.0), np.rint(iscale * x[t, i]))) * d
+            _quantize_q8_k(row, qs, d, x[t])
 
 
 def round_activations_ref(x, kind):
@@ -140,23 +185,34 @@ def round_activations_ref(x, kind):
     if kind == ACT_BF16:
         b = x.view(np.uint32).astype(np.uint64)
         return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+    return quantize_activations_ref(x, kind)[0]
+
+
+def quantize_activations_ref(x, kind):
+    """x float32 [T, n] -> (out, qs, d, s) as quantize_activations writes them (s: ACT_Q8_0 only)."""
+    x = np.asarray(x, np.float32)
     T, n = x.shape
     if kind == ACT_Q8_0:
         blocks = x.reshape(T, n // 32, 32)
-        amax = np.abs(blocks).max(axis=2, keepdims=True)
-        d = f16_round_ref(amax / np.float32(127))
+        amax = np.abs(blocks).max(axis=2)
+        draw = (amax / np.float32(127)).astype(np.float32)
+        d = f16_round_ref(draw)
         with np.errstate(divide="ignore"):
             iscale = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-        return (np.rint(blocks * iscale) * d).astype(np.float32).reshape(T, n)
+        q = np.rint(blocks * iscale[..., None])
+        s = f16_round_ref((draw * q.sum(axis=2)).astype(np.float32))
+        return ((q * d[..., None]).astype(np.float32).reshape(T, n), q.astype(np.int8).reshape(T, n),
+                d, s)
     blocks = x.reshape(T, n // 256, 256)
     where = np.abs(blocks).argmax(axis=2)[..., None]
     vmax = np.take_along_axis(blocks, where, axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         iscale = (np.float32(-127) / vmax).astype(np.float32)
         d = (np.float32(1) / iscale).astype(np.float32)
-        q = np.minimum(np.float32(127), np.rint(iscale * blocks))
-        out = (q * d).astype(np.float32)
-    return np.where(vmax != 0, out, np.float32(0)).reshape(T, n)
+        q = np.where(vmax != 0, np.minimum(np.float32(127), np.rint(iscale * blocks)), 0)
+        out = np.where(vmax != 0, (q * d).astype(np.float32), np.float32(0))
+    return (out.reshape(T, n), q.astype(np.int8).reshape(T, n), np.where(vmax != 0, d, 0)[..., 0],
+            np.zeros((T, n // 32), np.float32))
 
 
 # ---- normalisation ---------------------------------------------------------------------------------

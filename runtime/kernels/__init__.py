@@ -1,13 +1,20 @@
 """numba kernels that multiply straight from raw GGUF blocks (no float32 copy of the model).
 
 Public API (outputs written in place; float32, C-contiguous):
-    matvec(w, x, out)       W [rows, n] @ x [n] -> out [rows]          (decode)
-    matvecs(ws, x, outs)    the same for several W sharing x, fused into one launch where it can
-    matmul(w, x, out)       x [T, n] -> out [T, rows]                  (prefill)
-    get_rows(w, ids, out)   ids int [T] -> out [T, n]                  (embedding lookup)
-    set_threads(n)          threads used by the parallel kernels (numba.set_num_threads)
+    matvec(w, x, out, q8=None)         W [rows, n] @ x [n] -> out [rows]                (decode)
+    matvecs(ws, x, outs, q8=None)      the same for several W sharing x
+    matvec_batch(w, X, out, q8=None)   X [B, n] -> out [B, rows]; row b bit-identical to matvec(X[b])
+    matmul(w, x, out, q8=None)         x [T, n] -> out [T, rows]                         (prefill)
+    get_rows(w, ids, out)              ids int [T] -> out [T, n]                  (embedding lookup)
+    takes_q8(qtype)                    whether q8 is used for this type on this compile target
+    set_threads(n)                     threads used by the parallel kernels (numba.set_num_threads)
 `w` is a `runtime.gguf.Tensor`: `type`, `shape` (shape[0] = n, the row length), `n_rows` and `data`
 (uint8 [n_rows, row_nbytes], a view into the mmap).
+
+`q8` is the same activations in llama.cpp's 8-bit form, `(qs, d, s)` from ops.quantize_activations (qs
+int8 [..., n], d float32 [..., n / q8_block], s float32 [..., n / 32]); x must then hold qs * d. Where
+`takes_q8(w.type)` the kernels multiply with integer dot products (intdot.py), else they use x and the
+float kernels; both compute W @ x for the same x, summed in a different order.
 
 Each type has its own small set of jitted functions; numba compiles (or loads from its cache) only
 those of the types a model actually uses, on first call. The plain-numpy twin they are tested against
@@ -26,7 +33,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import intdot
 from .table import KERNELS, UnsupportedType, kernels_for
+
+_INT_DOT = intdot.int_dot() is not None      # the compile target has an integer dot product
+SMALL_T = 8      # matmul with at most this many rows of x runs the matvec_batch kernel (weights read
+                 # once per row for all T, no tile to dequantize)
 
 
 def _chunk(rows: int) -> int:
@@ -42,26 +54,63 @@ def _mismatch(w, *arrays) -> ValueError:
                       f"do not fit")
 
 
-def matvec(w, x, out):
+def takes_q8(qtype) -> bool:
+    """Whether the kernels of this type multiply 8-bit activations (q8) on this compile target."""
+    k = KERNELS.get(qtype)
+    return _INT_DOT and k is not None and k.matvec_q8 is not None
+
+
+def _check_q8(w, k, q8, lead):
+    # q8 = (qs int8 [*lead, n], d float32 [*lead, n / q8_block], s float32 [*lead, n / 32])
+    qs, d, s = q8
+    n = w.shape[0]
+    if (qs.dtype != np.int8 or d.dtype != np.float32 or s.dtype != np.float32 or n % k.q8_block
+            or qs.shape != (*lead, n) or d.shape != (*lead, n // k.q8_block)
+            or s.shape != (*lead, n // 32)):
+        raise _mismatch(w, qs, d, s)
+
+
+def matvec(w, x, out, q8=None):
     """W [rows, n] @ x [n] -> out [rows]."""
     k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
         raise _mismatch(w, x, out)
+    if q8 is not None and _INT_DOT and k.matvec_q8 is not None:
+        _check_q8(w, k, q8, ())
+        k.matvec_q8(out[None], w.data, q8[0][None], q8[1][None], q8[2][None], _chunk(w.n_rows))
+        return
     data = w.data if k.view is None else w.data.view(k.view)
     k.matvec(out, data, x, k.table, _chunk(w.n_rows))
+
+
+def matvec_batch(w, X, out, q8=None):
+    """X [B, n] -> out [B, rows], out[b] = W @ X[b]: the weights are read from memory once for all B
+    rows, and out[b] has the same bits as matvec(w, X[b], out[b], q8 row b) (continuous batching:
+    a sequence decodes the same text batched or alone)."""
+    k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
+    if X.ndim != 2 or X.shape[1] != w.shape[0] or out.shape != (X.shape[0], w.n_rows):
+        raise _mismatch(w, X, out)
+    if q8 is not None and _INT_DOT and k.matvec_q8 is not None:
+        _check_q8(w, k, q8, (X.shape[0],))
+        k.matvec_q8(out, w.data, q8[0], q8[1], q8[2], _chunk(w.n_rows))
+        return
+    data = w.data if k.view is None else w.data.view(k.view)
+    for b in range(X.shape[0]):        # float kernels: one pass each (rows stay in the CPU's caches
+        k.matvec(out[b], data, X[b], k.table, _chunk(w.n_rows))   # only for small matrices)
 
 
 _NO_OUT = np.empty(0, np.float32)
 
 
-def matvecs(ws, x, outs):
+def matvecs(ws, x, outs, q8=None):
     """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when all W_i share
-    a type with a fused kernel (and there are at most three), else one `matvec` each."""
+    a type with a fused float kernel (and there are at most three), else one `matvec` each."""
     k = KERNELS.get(ws[0].type)
     k3 = k.matvec3 if k is not None else None
-    if k3 is None or len(ws) > 3 or any(w.type != ws[0].type for w in ws):
+    if (k3 is None or len(ws) > 3 or any(w.type != ws[0].type for w in ws)
+            or (q8 is not None and takes_q8(ws[0].type))):
         for w, out in zip(ws, outs):
-            matvec(w, x, out)
+            matvec(w, x, out, q8)
         return
     for w, out in zip(ws, outs):
         if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
@@ -77,11 +126,14 @@ def matvecs(ws, x, outs):
        _chunk(max(w.n_rows for w in ws)))
 
 
-def matmul(w, x, out):
+def matmul(w, x, out, q8=None):
     """x [T, n] -> out [T, rows] = x @ W^T (the prefill GEMM)."""
     k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.ndim != 2 or x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.n_rows):
         raise _mismatch(w, x, out)
+    if x.shape[0] <= SMALL_T and q8 is not None and takes_q8(w.type):
+        matvec_batch(w, x, out, q8)
+        return
     data = w.data if k.view is None else w.data.view(k.view)
     k.matmul(out, data, x, k.table)
 
@@ -106,5 +158,5 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-__all__ = ["matvec", "matvecs", "matmul", "get_rows", "set_threads", "get_threads", "kernels_for",
-           "UnsupportedType"]
+__all__ = ["matvec", "matvecs", "matvec_batch", "matmul", "get_rows", "takes_q8", "set_threads",
+           "get_threads", "kernels_for", "UnsupportedType", "SMALL_T"]

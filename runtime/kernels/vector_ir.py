@@ -73,9 +73,13 @@ def contiguous(*arrays):
 
 
 def row_dot(codegen, n_arrays):
-    """An intrinsic `dot(row, x[, xs]) -> float32` over n_arrays C-contiguous 1-d arrays whose body is
-    `codegen(context, builder, sig, args)` (numba's intrinsic codegen signature)."""
-    if n_arrays == 3:
+    """An intrinsic `dot(row, x, ...) -> float32` over n_arrays (2 to 4) C-contiguous 1-d arrays whose
+    body is `codegen(context, builder, sig, args)` (numba's intrinsic codegen signature)."""
+    if n_arrays == 4:
+        @intrinsic
+        def dot(typingctx, row, a, b, c):
+            return (types.float32(row, a, b, c), codegen) if contiguous(row, a, b, c) else None
+    elif n_arrays == 3:
         @intrinsic
         def dot(typingctx, row, x, xs):
             return (types.float32(row, x, xs), codegen) if contiguous(row, x, xs) else None

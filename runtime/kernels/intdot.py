@@ -1,0 +1,395 @@
+"""Integer dot products of quantized weight rows with 8-bit activations, as llama.cpp computes them.
+
+llama.cpp multiplies a quantized weight by activations first quantized to 8 bits (the weight type's
+vec_dot_type: Q8_0 for the 32-weight types, Q8_K for the K-quants) and sums integer products. This
+module builds the same sums in LLVM IR with the instruction the *compile target* has (jit.has_feature,
+never the host): `vpdpbusd` with AVX-512 VNNI or AVX-VNNI, `vpmaddubsw` + `vpmaddwd` on AVX2, `sdot` on
+aarch64 with the dot-product extension. `int_dot()` names the one in use; with none of them the float
+kernels (legacy.py, kquants.py) run on the rounded activations instead, and they stay the reference.
+
+Activations, per vector of n values (runtime/ops.py quantize_activations):
+    qs int8 [n]       the 8-bit values, |q| <= 127
+    d  float32 [n / 32] (Q8_0) or [n / 256] (Q8_K)    the block scales: x = d * q
+    s  int32 [n / 16] the sum of q over each 16 values (act_sums; llama.cpp's Q8_K bsums)
+
+Weights unpack to unsigned bytes u <= 63 with the type's zero point o (w = scale * (u - o), or
+scale * u - min): the integer sum of a group is sum(u * q) - o * sum(q), which is what `vpdpbusd`
+(unsigned x signed bytes) computes; sum(q) comes from s. Q8_0's signed weights go through the dot
+primitive's own signed form. Integer sums are exact, so the only rounding is in the float steps:
+    32-weight types, per block b:   acc += (d_w * d_x) * float(i32 lanes of sum)   (8 float lanes)
+    K-quants, per super-block:      int lanes += scale_g * sum_g over its groups, then one float step
+which is llama.cpp's order of operations up to how the lanes are summed.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+
+from .jit import has_feature, njit, prange
+from .vector_ir import F32, I8, I32, I64, V16I32, fma, hsum, load, load_f16, row_dot, splat
+
+V8I32, V4I32 = ir.VectorType(I32, 8), ir.VectorType(I32, 4)
+V8F = ir.VectorType(F32, 8)
+V32I8, V16I8 = ir.VectorType(I8, 32), ir.VectorType(I8, 16)
+V16I16 = ir.VectorType(ir.IntType(16), 16)
+
+
+def int_dot() -> str | None:
+    """The integer dot-product instruction the compile target has, or None (float kernels)."""
+    if has_feature("avx512vnni") and has_feature("avx512vl"):
+        return "avx512vnni"
+    if has_feature("avxvnni"):
+        return "avxvnni"
+    if has_feature("avx2"):
+        return "avx2"
+    if has_feature("dotprod"):
+        return "sdot"
+    return None
+
+
+def _call(b, name, ret, args):
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = b.module.globals.get(name) or ir.Function(b.module, fnty, name)
+    return b.call(fn, args)
+
+
+def _c(ty, v):
+    return ir.Constant(ty, [v] * ty.count) if isinstance(ty, ir.VectorType) else ir.Constant(ty, v)
+
+
+def idot(b, acc, u, q):
+    """acc <8 x i32> + the sums of u * q over each 4 consecutive bytes; u <32 x i8> unsigned (<= 127),
+    q <32 x i8> signed."""
+    kind = int_dot()
+    if kind in ("avx512vnni", "avxvnni"):
+        return _call(b, "llvm.x86.avx512.vpdpbusd.256", V8I32,
+                     [acc, b.bitcast(u, V8I32), b.bitcast(q, V8I32)])
+    if kind == "avx2":                       # u * q pairs fit in int16: 2 * 63 * 127 (or 2 * 127 * 127)
+        p16 = _call(b, "llvm.x86.avx2.pmadd.ub.sw", V16I16, [u, q])
+        return b.add(acc, _call(b, "llvm.x86.avx2.pmadd.wd", V8I32, [p16, _c(V16I16, 1)]))
+    if kind == "sdot":                       # u <= 127 is the same byte signed
+        halves = []
+        for h in range(2):
+            idx = ir.Constant(ir.VectorType(I32, 16), list(range(16 * h, 16 * h + 16)))
+            idx4 = ir.Constant(ir.VectorType(I32, 4), list(range(4 * h, 4 * h + 4)))
+            a4 = b.shuffle_vector(acc, acc, idx4)
+            halves.append(_call(b, "llvm.aarch64.neon.sdot.v4i32.v16i8", V4I32,
+                                [a4, b.shuffle_vector(u, u, idx), b.shuffle_vector(q, q, idx)]))
+        return b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, 8), list(range(8))))
+    raise AssertionError("no integer dot product on this target")
+
+
+def idot_signed(b, acc, w, q):
+    """idot for signed weight bytes w (Q8_0): (acc', o) with acc' = acc + sum(w * q) + o * sum(q).
+    VNNI multiplies unsigned by signed bytes: w + 128 (o = 128; the caller subtracts 128 * sum(q)
+    through acc). AVX2's vpmaddubsw would saturate on (w + 128) * q pairs, so it takes |w| and q with
+    w's sign instead (o = 0), as llama.cpp does; sdot multiplies signed bytes (o = 0)."""
+    kind = int_dot()
+    if kind in ("avx512vnni", "avxvnni"):
+        return idot(b, acc, b.xor(w, _c(V32I8, -128)), q), 128
+    if kind == "avx2":
+        absw = _call(b, "llvm.abs.v32i8", V32I8, [w, ir.Constant(ir.IntType(1), 0)])
+        sq = _call(b, "llvm.x86.avx2.psign.b", V32I8, [q, w])
+        return idot(b, acc, absw, sq), 0
+    return idot(b, acc, w, q), 0
+
+
+def _load32(b, base, offset):
+    return load(b, base, offset, V32I8, 1)
+
+
+def _join16(b, lo, hi):
+    # two <16 x i8> -> <32 x i8> (lo first)
+    return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(I32, 32), list(range(32))))
+
+
+def _nibbles32(b, blk, offset):
+    # 16 bytes at offset -> <32 x i8>: their low nibbles (weights 0-15), then high nibbles (16-31)
+    q = load(b, blk, offset, V16I8, 1)
+    return _join16(b, b.and_(q, _c(V16I8, 15)), b.lshr(q, _c(V16I8, 4)))
+
+
+def _bits32(b, blk, offset):
+    # the little-endian uint32 at offset as <32 x i8>: byte j = 16 if bit j is set, else 0
+    mask = b.bitcast(load(b, blk, offset, I32, 1), ir.VectorType(ir.IntType(1), 32))
+    return b.select(mask, _c(V32I8, 16), _c(V32I8, 0))
+
+
+# ---- the 32-weight types against Q8_0 activations ---------------------------------------------------
+# unpack(b, blk) -> (u or w <32 x i8>, signed?, zero point o, d_w float, m float or None)
+
+def _unpack_q4_0(b, blk):
+    return _nibbles32(b, blk, 2), False, 8, load_f16(b, blk, 0), None
+
+
+def _unpack_q4_1(b, blk):
+    return _nibbles32(b, blk, 4), False, 0, load_f16(b, blk, 0), load_f16(b, blk, 2)
+
+
+def _unpack_q5_0(b, blk):
+    return b.or_(_nibbles32(b, blk, 6), _bits32(b, blk, 2)), False, 16, load_f16(b, blk, 0), None
+
+
+def _unpack_q5_1(b, blk):
+    u = b.or_(_nibbles32(b, blk, 8), _bits32(b, blk, 4))
+    return u, False, 0, load_f16(b, blk, 0), load_f16(b, blk, 2)
+
+
+def _unpack_q8_0(b, blk):
+    return _load32(b, blk, 2), True, 0, load_f16(b, blk, 0), None
+
+
+def _dot_q8_0_blocks(block_bytes, unpack):
+    """Intrinsic dot(row, qs, d, aux) -> float32 for a 32-weight type: row uint8 [nb * block_bytes],
+    qs int8 [nb * 32], d float32 [nb]; aux is Q8_1's s float32 [nb] for the types with a min (Q4_1,
+    Q5_1), else the sums of qs per 4 values, int32 [nb * 8], which take the zero point out lane by lane.
+    The arithmetic of ggml_vec_dot_*_q8_0 / q8_1 on x86 (AVX2 / AVX512-VNNI): lane j of a block is the
+    exact integer sum over its weights 4j .. 4j + 3, acc = fma(d_w * d_x, float(lane), acc) per block,
+    the 8 lanes summed by halves, then + sum of fma(m, s) for the mins."""
+    def codegen(context, builder, sig, args):
+        b = builder
+        rp, qp, dp, ap = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
+        nb = b.udiv(context.make_array(sig.args[1])(context, b, args[1]).nitems, _c(I64, 32))
+        facc = cgutils.alloca_once_value(b, _c(V8F, 0.0))
+        mtot = cgutils.alloca_once_value(b, _c(F32, 0.0))
+        with cgutils.for_range(b, nb) as loop:
+            i = loop.index
+            blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
+            q = _load32(b, b.gep(qp, [b.mul(i, _c(I64, 32))]), 0)
+            u, signed, o, dw, m = unpack(b, blk)
+            if signed and int_dot() in ("avx512vnni", "avxvnni"):
+                o = 128                           # idot_signed's w + 128
+            init = _c(V8I32, 0)
+            if o:                                 # - o * (sum of q over each lane's 4 values)
+                init = b.mul(load(b, b.gep(ap, [b.mul(i, _c(I64, 8))]), 0, V8I32, 4), _c(V8I32, -o))
+            acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
+            dx = b.load(b.gep(dp, [i]))
+            b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(facc)), facc)
+            if m is not None:
+                b.store(fma(b, m, b.load(b.gep(ap, [i])), b.load(mtot)), mtot)
+        return b.fadd(hsum(b, b.load(facc)), b.load(mtot))
+    return row_dot(codegen, 4)
+
+
+dot_q4_0 = _dot_q8_0_blocks(18, _unpack_q4_0)
+dot_q4_1 = _dot_q8_0_blocks(20, _unpack_q4_1)
+dot_q5_0 = _dot_q8_0_blocks(22, _unpack_q5_0)
+dot_q5_1 = _dot_q8_0_blocks(24, _unpack_q5_1)
+dot_q8_0 = _dot_q8_0_blocks(34, _unpack_q8_0)
+
+
+# ---- the K-quants against Q8_K activations ----------------------------------------------------------
+
+def scale_min_k4(b, blk, j, base=4):
+    """The 6-bit scale and min of sub-block j (0..7) from the 12 bytes at blk + base, as i32
+    (get_scale_min_k4 of ggml-quants.c)."""
+    def byte(k):
+        return b.zext(load(b, blk, base + k, I8, 1), I32)
+    c = lambda v: _c(I32, v)  # noqa: E731
+    if j < 4:
+        return b.and_(byte(j), c(63)), b.and_(byte(j + 4), c(63))
+    sc = b.or_(b.and_(byte(j + 4), c(15)), b.shl(b.lshr(byte(j - 4), c(6)), c(4)))
+    m = b.or_(b.lshr(byte(j + 4), c(4)), b.shl(b.lshr(byte(j), c(6)), c(4)))
+    return sc, m
+
+
+def _k_groups_q4_k(b, blk, qh_offset=None, qs_offset=16):
+    # 8 groups of 32: u = nibble j % 2 of qs[32 (j // 2) + l] (| bit j of qh[l] << 4 for Q5_K);
+    # yields (x offset, u, scale i32, min i32)
+    for j in range(8):
+        q = _load32(b, blk, qs_offset + 32 * (j // 2))
+        u = b.and_(b.lshr(q, _c(V32I8, 4 * (j % 2))), _c(V32I8, 15))
+        if qh_offset is not None:
+            h = b.and_(b.lshr(_load32(b, blk, qh_offset), _c(V32I8, j)), _c(V32I8, 1))
+            u = b.or_(u, b.shl(h, _c(V32I8, 4)))
+        sc, m = scale_min_k4(b, blk, j)
+        yield 32 * j, u, splat(b, sc, V8I32), m
+
+
+def _k_groups_q6_k(b, blk):
+    # 8 pairs of 16-weight groups (positions 32m .. 32m + 31, m = 4h + k): u = nibble k // 2 of
+    # ql[64h + 32 (k % 2) + l] | bits 2k of qh[32h + l] << 4; scales int8 sc[2m], sc[2m + 1]
+    sc16 = _q6_k_scales(b, blk)
+    for m in range(8):
+        h, k = divmod(m, 4)
+        ql = _load32(b, blk, 64 * h + 32 * (k % 2))
+        qh = _load32(b, blk, 128 + 32 * h)
+        u = b.or_(b.and_(b.lshr(ql, _c(V32I8, 4 * (k // 2))), _c(V32I8, 15)),
+                  b.shl(b.and_(b.lshr(qh, _c(V32I8, 2 * k)), _c(V32I8, 3)), _c(V32I8, 4)))
+        scv = b.shuffle_vector(sc16, sc16, ir.Constant(V8I32, [2 * m] * 4 + [2 * m + 1] * 4))
+        yield 32 * m, u, scv, None
+
+
+def _q6_k_scales(b, blk):
+    return b.sext(load(b, blk, 192, V16I8, 1), V16I32)
+
+
+def _pair_sums(b, v16):
+    # <16 x i32> -> <8 x i32>: lane k = v[2k] + v[2k + 1]
+    even = b.shuffle_vector(v16, v16, ir.Constant(V8I32, list(range(0, 16, 2))))
+    odd = b.shuffle_vector(v16, v16, ir.Constant(V8I32, list(range(1, 16, 2))))
+    return b.add(even, odd)
+
+
+def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False):
+    """Intrinsic dot(row, qs, d, s) -> float32 for a K-quant: row uint8 [nsb * block_bytes],
+    qs int8 [nsb * 256], d float32 [nsb], s int32 [nsb * 16] (sums of qs per 16: Q8_K's bsums).
+    The arithmetic of ggml_vec_dot_q*_K_q8_K on x86: 8 integer lanes collect scale_g * (sum over 4
+    weights) for every group of a super-block, then acc = fma(d_w * d_x, float(lane), acc) and the 8
+    lanes are summed by halves at the end. Mins (dmin_offset): Q4_K keeps 4 float lanes of
+    -(d_x * dmin) * (m_2k S_2k + m_2k+1 S_2k+1) summed at the end, Q5_K one running fma per super-block.
+    Q6_K's zero point 32 (zero_point) leaves lane k as 32 (sc_2k S_2k + sc_2k+1 S_2k+1)."""
+    four_min_lanes = block_bytes == 144
+
+    def codegen(context, builder, sig, args):
+        b = builder
+        rp, qp, dp, sp = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
+        nsb = b.udiv(context.make_array(sig.args[1])(context, b, args[1]).nitems, _c(I64, 256))
+        facc = cgutils.alloca_once_value(b, _c(V8F, 0.0))
+        macc = cgutils.alloca_once_value(b, _c(ir.VectorType(F32, 4), 0.0))
+        mtot = cgutils.alloca_once_value(b, _c(F32, 0.0))
+        with cgutils.for_range(b, nsb) as loop:
+            i = loop.index
+            blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
+            qb = b.gep(qp, [b.mul(i, _c(I64, 256))])
+            s16 = load(b, b.gep(sp, [b.mul(i, _c(I64, 16))]), 0, V16I32, 4)
+            isum = _c(V8I32, 0)
+            mins = []
+            for xo, u, scv, m in groups(b, blk):
+                part = idot(b, _c(V8I32, 0), u, _load32(b, qb, xo))
+                isum = b.add(isum, b.mul(part, scv))
+                if m is not None:                 # min of the 32 values at xo, and their sum of q
+                    g = xo // 16
+                    S = b.add(b.extract_element(s16, _c(I32, g)), b.extract_element(s16, _c(I32, g + 1)))
+                    mins.append(b.mul(m, S))
+            if zero_point:
+                isum = b.sub(isum, b.shl(_pair_sums(b, b.mul(s16, _q6_k_scales(b, blk))), _c(V8I32, 5)))
+            dx = b.load(b.gep(dp, [i]))
+            d = load_f16(b, blk, d_offset)
+            b.store(fma(b, splat(b, b.fmul(dx, d), V8F), b.sitofp(isum, V8F), b.load(facc)), facc)
+            if dmin_offset is not None:
+                nd = b.fneg(b.fmul(dx, load_f16(b, blk, dmin_offset)))    # -(d_x * dmin)
+                if four_min_lanes:
+                    prod = ir.Constant(ir.VectorType(I32, 4), None)
+                    for k in range(4):
+                        prod = b.insert_element(prod, b.add(mins[2 * k], mins[2 * k + 1]), _c(I32, k))
+                    b.store(fma(b, splat(b, nd, ir.VectorType(F32, 4)),
+                                b.sitofp(prod, ir.VectorType(F32, 4)), b.load(macc)), macc)
+                else:
+                    total = mins[0]
+                    for t in mins[1:]:
+                        total = b.add(total, t)
+                    b.store(fma(b, nd, b.sitofp(total, F32), b.load(mtot)), mtot)
+        out = hsum(b, b.load(facc))
+        if dmin_offset is not None:
+            out = b.fadd(out, hsum(b, b.load(macc)) if four_min_lanes else b.load(mtot))
+        return out
+    return row_dot(codegen, 4)
+
+
+dot_q4_k = _dot_q8_k(144, _k_groups_q4_k, 0, dmin_offset=2)
+dot_q5_k = _dot_q8_k(176, lambda b, blk: _k_groups_q4_k(b, blk, qh_offset=16, qs_offset=48), 0,
+                     dmin_offset=2)
+dot_q6_k = _dot_q8_k(210, _k_groups_q6_k, 208, zero_point=True)
+
+
+# ---- the kernels: W [rows, n] times B activation vectors --------------------------------------------
+# matvec_*_q8(out, data, qs, d, s, chunk): qs int8 [B, n], d float32 [B, n / 32 or n / 256], s float32
+# [B, n / 32] (Q8_1's s, read by Q4_1 and Q5_1) -> out [B, rows].
+# Row r of vector j is dot(data[r], qs[j], d[j], aux[j]) whatever B is: the single-vector product (B = 1)
+# and a batch give the same bits, and each weight row is read from memory once for all B vectors.
+# Spelled out per type so numba compiles (and caches) only the types a model uses.
+
+@njit(inline="always")
+def act_sums(qs, size):
+    # qs int8 [B, n] -> int32 [B, n / size], the sum of each `size` values
+    B, n = qs.shape
+    s = np.empty((B, n // size), np.int32)
+    for j in range(B):
+        for g in range(n // size):
+            t = np.int32(0)
+            for k in range(size):
+                t += np.int32(qs[j, size * g + k])
+            s[j, g] = t
+    return s
+
+
+@njit(parallel=True, cache=True)
+def matvec_q4_0_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 4)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q4_0(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q4_1_q8(out, data, qs, d, s, chunk):
+    aux = s
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q4_1(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q5_0_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 4)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q5_0(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q5_1_q8(out, data, qs, d, s, chunk):
+    aux = s
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q5_1(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q8_0_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 4)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q8_0(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q4_k_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 16)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q4_k(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q5_k_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 16)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q5_k(data[r], qs[j], d[j], aux[j])
+
+
+@njit(parallel=True, cache=True)
+def matvec_q6_k_q8(out, data, qs, d, s, chunk):
+    aux = act_sums(qs, 16)
+    rows = data.shape[0]
+    for c in prange((rows + chunk - 1) // chunk):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            for j in range(qs.shape[0]):
+                out[j, r] = dot_q6_k(data[r], qs[j], d[j], aux[j])
