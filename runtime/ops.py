@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .kernels.jit import njit, prange
-from .kernels.vector_ir import f16_bits, f16_value
+from .kernels.vector_ir import f16_bits, f16_value, fma_f32
 
 from .ggml import GGMLType
 
@@ -312,8 +312,10 @@ def rope(x, pos, n_heads, head_dim, theta_scale, freq_scale, factors, neox,
                     a, b = base + 2 * i, base + 2 * i + 1
                 x0 = x[t, a]
                 x1 = x[t, b]
-                x[t, a] = x0 * cos[i] - x1 * sin[i]
-                x[t, b] = x0 * sin[i] + x1 * cos[i]
+                # as rotate_pairs compiles (gcc contracts into one fma each, the other product
+                # rounded): x0 cos - x1 sin, x0 sin + x1 cos
+                x[t, a] = fma_f32(x0, cos[i], -(x1 * sin[i]))
+                x[t, b] = fma_f32(x0, sin[i], x1 * cos[i])
 
 
 def rope_ref(x, pos, n_heads, head_dim, theta_scale, freq_scale, factors, neox,

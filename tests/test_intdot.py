@@ -4,10 +4,12 @@
 - every q8 kernel against float64 W @ (qs * d) on the reference-dequantized W, within test_kernels'
   REL_TOL (Q4_1 and Q5_1 take their mins' term from Q8_1's fp16 s, as ggml does, and so does the twin);
 - bit for bit against ggml's own x86 vec_dot and quantize_row_q8_* (data/goldens/vec_dot_x86.npz,
-  written by scripts/make_kernel_goldens.py), on any compile target with AVX2 or VNNI;
-- matvec_batch row b is bit-identical to matvec of row b, for every type and B = 1..8, and so is a
-  matmul of T <= SMALL_T rows; a batch reads each weight row once (the contract continuous batching
-  relies on: a sequence decodes the same text batched or alone).
+  written by scripts/make_kernel_goldens.py), on any compile target with AVX2 or VNNI (Q4_0 and Q4_K
+  follow ggml's repacked gemv instead, which the model goldens check);
+- matvec_batch row b is bit-identical to matvec of row b, for every type and B = 1..8 (the contract
+  continuous batching relies on: a sequence decodes the same text batched or alone);
+- the prefill product (intgemm.py, AVX-512 VNNI) against the twin, and bit for bit the per-token decode
+  product (except Q4_K's gemm rows, as in llama.cpp), for T = 2..8 and 13.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 from runtime import kernels, ops
 from runtime.ggml import QUANT_SIZES, GGMLType
 from runtime.gguf import Tensor
-from runtime.kernels import intdot
+from runtime.kernels import intdot, intgemm
 from runtime.quants import dequantize, field_offsets
 
 from conftest import GOLDENS
@@ -94,8 +96,11 @@ def test_q8_matvec_against_reference(qtype):
     assert_close(out, reference_q8(w, qs[0], d[0], s[0]))
 
 
+VEC_DOT_TYPES = [t for t in Q8_TYPES if t not in (GGMLType.Q4_0, GGMLType.Q4_K)]   # not repacked
+
+
 @pytest.mark.skipif(not X86_EXACT, reason="ggml's x86 arithmetic: needs a target with AVX2 or VNNI")
-@pytest.mark.parametrize("qtype", Q8_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", VEC_DOT_TYPES, ids=lambda t: t.name)
 def test_q8_matvec_is_ggmls_vec_dot_bit_for_bit(qtype):
     g = np.load(GOLDENS / "vec_dot_x86.npz")
     name = qtype.name
@@ -136,10 +141,26 @@ def test_matvec_batch_rows_equal_matvec(qtype):
         out = np.full((B, w.n_rows), np.nan, np.float32)
         kernels.matvec_batch(w, X[:B], out, None if q8 is None else tuple(a[:B] for a in q8))
         np.testing.assert_array_equal(out.view(np.uint32), single[:B].view(np.uint32))
-        if q8 is not None:           # small prefills take the same kernel
-            mm = np.full((B, w.n_rows), np.nan, np.float32)
-            kernels.matmul(w, X[:B], mm, tuple(a[:B] for a in q8))
-            np.testing.assert_array_equal(mm.view(np.uint32), single[:B].view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", Q8_TYPES, ids=lambda t: t.name)
+def test_q8_matmul_is_the_per_token_product(qtype):
+    # The prefill product of T tokens: against the twin, and bit for bit the decode product of each
+    # token, except Q4_K's first T // 4 * 4 tokens, which llama.cpp sums per 64 weights (its gemm)
+    # rather than per 256 (its gemv). T = 2 .. 8 (small prompts) and 13 (padding, a partial tile).
+    _skip_without_int_dot(qtype)
+    w = random_tensor(qtype, 77, 512, seed=15)
+    X = np.random.default_rng(16).standard_normal((13, 512)).astype(np.float32)
+    X, q8 = quantize(X, qtype)
+    single = np.empty((13, w.n_rows), np.float32)
+    kernels.matvec_batch(w, X, single, q8)
+    for T in (2, 3, 4, 5, 8, 13):
+        out = np.full((T, w.n_rows), np.nan, np.float32)
+        kernels.matmul(w, X[:T], out, tuple(a[:T] for a in q8))
+        ref = np.stack([reference_q8(w, *(a[t] for a in q8)) for t in range(T)])
+        assert_close(out, ref)
+        same_from = T // 4 * 4 if qtype == GGMLType.Q4_K and intgemm.available() else 0
+        np.testing.assert_array_equal(out[same_from:].view(np.uint32), single[same_from:T].view(np.uint32))
 
 
 def test_q8_operands_are_checked():

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import intdot
+from . import intdot, intgemm
 from .table import KERNELS, UnsupportedType, kernels_for
 
 _INT_DOT = intdot.int_dot() is not None      # the compile target has an integer dot product
-SMALL_T = 8      # matmul with at most this many rows of x runs the matvec_batch kernel (weights read
-                 # once per row for all T, no tile to dequantize)
+_INT_GEMM = intgemm.available()              # ... and the VNNI instructions of the prefill tile
+SMALL_T = 8      # without the integer GEMM, a matmul of at most this many rows of x runs the
+                 # matvec_batch kernel (weights read once per row for all T, no tile to dequantize)
 
 
 def _chunk(rows: int) -> int:
@@ -131,9 +132,14 @@ def matmul(w, x, out, q8=None):
     k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.ndim != 2 or x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.n_rows):
         raise _mismatch(w, x, out)
-    if x.shape[0] <= SMALL_T and q8 is not None and takes_q8(w.type):
-        matvec_batch(w, x, out, q8)
-        return
+    if q8 is not None and takes_q8(w.type):
+        if _INT_GEMM and k.matmul_q8 is not None:
+            _check_q8(w, k, q8, (x.shape[0],))
+            k.matmul_q8(out, w.data, q8[0], q8[1], q8[2])
+            return
+        if x.shape[0] <= SMALL_T:
+            matvec_batch(w, x, out, q8)
+            return
     data = w.data if k.view is None else w.data.view(k.view)
     k.matmul(out, data, x, k.table)
 

@@ -140,13 +140,26 @@ def _unpack_q8_0(b, blk):
     return _load32(b, blk, 2), True, 0, load_f16(b, blk, 0), None
 
 
-def _dot_q8_0_blocks(block_bytes, unpack):
+def _hsum_i32(b, v):
+    # exact sum of the lanes of an int vector
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
+        v = b.add(lo, hi)
+    return b.extract_element(v, _c(I32, 0))
+
+
+def _dot_q8_0_blocks(block_bytes, unpack, repacked=False):
     """Intrinsic dot(row, qs, d, aux) -> float32 for a 32-weight type: row uint8 [nb * block_bytes],
     qs int8 [nb * 32], d float32 [nb]; aux is Q8_1's s float32 [nb] for the types with a min (Q4_1,
     Q5_1), else the sums of qs per 4 values, int32 [nb * 8], which take the zero point out lane by lane.
     The arithmetic of ggml_vec_dot_*_q8_0 / q8_1 on x86 (AVX2 / AVX512-VNNI): lane j of a block is the
     exact integer sum over its weights 4j .. 4j + 3, acc = fma(d_w * d_x, float(lane), acc) per block,
-    the 8 lanes summed by halves, then + sum of fma(m, s) for the mins."""
+    the 8 lanes summed by halves, then + sum of fma(m, s) for the mins. `repacked` (Q4_0, which
+    llama.cpp repacks into 8-row groups on AVX2 machines and multiplies in ggml_gemv/gemm_q4_0_8x8_q8_0):
+    acc = fma(float(integer sum of the block), d_w * d_x, acc), one float per row."""
     def codegen(context, builder, sig, args):
         b = builder
         rp, qp, dp, ap = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
@@ -165,14 +178,19 @@ def _dot_q8_0_blocks(block_bytes, unpack):
                 init = b.mul(load(b, b.gep(ap, [b.mul(i, _c(I64, 8))]), 0, V8I32, 4), _c(V8I32, -o))
             acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
             dx = b.load(b.gep(dp, [i]))
-            b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(facc)), facc)
+            if repacked:
+                b.store(fma(b, b.sitofp(_hsum_i32(b, acc), F32), b.fmul(dw, dx), b.load(mtot)), mtot)
+            else:
+                b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(facc)), facc)
             if m is not None:
                 b.store(fma(b, m, b.load(b.gep(ap, [i])), b.load(mtot)), mtot)
+        if repacked:
+            return b.load(mtot)
         return b.fadd(hsum(b, b.load(facc)), b.load(mtot))
     return row_dot(codegen, 4)
 
 
-dot_q4_0 = _dot_q8_0_blocks(18, _unpack_q4_0)
+dot_q4_0 = _dot_q8_0_blocks(18, _unpack_q4_0, repacked=True)
 dot_q4_1 = _dot_q8_0_blocks(20, _unpack_q4_1)
 dot_q5_0 = _dot_q8_0_blocks(22, _unpack_q5_0)
 dot_q5_1 = _dot_q8_0_blocks(24, _unpack_q5_1)
@@ -225,6 +243,13 @@ def _q6_k_scales(b, blk):
     return b.sext(load(b, blk, 192, V16I8, 1), V16I32)
 
 
+def _sum(b, values):
+    total = values[0]
+    for v in values[1:]:
+        total = b.add(total, v)
+    return total
+
+
 def _pair_sums(b, v16):
     # <16 x i32> -> <8 x i32>: lane k = v[2k] + v[2k + 1]
     even = b.shuffle_vector(v16, v16, ir.Constant(V8I32, list(range(0, 16, 2))))
@@ -232,22 +257,23 @@ def _pair_sums(b, v16):
     return b.add(even, odd)
 
 
-def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False):
+def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False, repacked=False):
     """Intrinsic dot(row, qs, d, s) -> float32 for a K-quant: row uint8 [nsb * block_bytes],
     qs int8 [nsb * 256], d float32 [nsb], s int32 [nsb * 16] (sums of qs per 16: Q8_K's bsums).
     The arithmetic of ggml_vec_dot_q*_K_q8_K on x86: 8 integer lanes collect scale_g * (sum over 4
     weights) for every group of a super-block, then acc = fma(d_w * d_x, float(lane), acc) and the 8
-    lanes are summed by halves at the end. Mins (dmin_offset): Q4_K keeps 4 float lanes of
-    -(d_x * dmin) * (m_2k S_2k + m_2k+1 S_2k+1) summed at the end, Q5_K one running fma per super-block.
-    Q6_K's zero point 32 (zero_point) leaves lane k as 32 (sc_2k S_2k + sc_2k+1 S_2k+1)."""
-    four_min_lanes = block_bytes == 144
+    lanes are summed by halves at the end. Mins (dmin_offset, Q5_K): one running fma per super-block.
+    Q6_K's zero point 32 (zero_point) leaves lane k as 32 (sc_2k S_2k + sc_2k+1 S_2k+1).
+    `repacked` (Q4_K, which llama.cpp repacks into 8-row groups on AVX2 machines and multiplies in
+    ggml_gemv/gemm_q4_K_8x8_q8_K): per super-block acc = fma(float(sum_g sc_g I_g), d_w * d_x, acc)
+    and macc = fma(float(sum_g m_g S_g), dmin * d_x, macc), one float each per row; the result acc - macc."""
 
     def codegen(context, builder, sig, args):
         b = builder
         rp, qp, dp, sp = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
         nsb = b.udiv(context.make_array(sig.args[1])(context, b, args[1]).nitems, _c(I64, 256))
         facc = cgutils.alloca_once_value(b, _c(V8F, 0.0))
-        macc = cgutils.alloca_once_value(b, _c(ir.VectorType(F32, 4), 0.0))
+        macc = cgutils.alloca_once_value(b, _c(F32, 0.0))
         mtot = cgutils.alloca_once_value(b, _c(F32, 0.0))
         with cgutils.for_range(b, nsb) as loop:
             i = loop.index
@@ -267,28 +293,24 @@ def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False)
                 isum = b.sub(isum, b.shl(_pair_sums(b, b.mul(s16, _q6_k_scales(b, blk))), _c(V8I32, 5)))
             dx = b.load(b.gep(dp, [i]))
             d = load_f16(b, blk, d_offset)
-            b.store(fma(b, splat(b, b.fmul(dx, d), V8F), b.sitofp(isum, V8F), b.load(facc)), facc)
-            if dmin_offset is not None:
-                nd = b.fneg(b.fmul(dx, load_f16(b, blk, dmin_offset)))    # -(d_x * dmin)
-                if four_min_lanes:
-                    prod = ir.Constant(ir.VectorType(I32, 4), None)
-                    for k in range(4):
-                        prod = b.insert_element(prod, b.add(mins[2 * k], mins[2 * k + 1]), _c(I32, k))
-                    b.store(fma(b, splat(b, nd, ir.VectorType(F32, 4)),
-                                b.sitofp(prod, ir.VectorType(F32, 4)), b.load(macc)), macc)
-                else:
-                    total = mins[0]
-                    for t in mins[1:]:
-                        total = b.add(total, t)
-                    b.store(fma(b, nd, b.sitofp(total, F32), b.load(mtot)), mtot)
+            if repacked:
+                mt = _sum(b, mins)
+                b.store(fma(b, b.sitofp(_hsum_i32(b, isum), F32), b.fmul(d, dx), b.load(mtot)), mtot)
+                b.store(fma(b, b.sitofp(mt, F32), b.fmul(load_f16(b, blk, dmin_offset), dx), b.load(macc)),
+                        macc)
+            else:
+                b.store(fma(b, splat(b, b.fmul(dx, d), V8F), b.sitofp(isum, V8F), b.load(facc)), facc)
+                if dmin_offset is not None:          # Q5_K: one running fma of -(d_x * dmin)
+                    nd = b.fneg(b.fmul(dx, load_f16(b, blk, dmin_offset)))
+                    b.store(fma(b, nd, b.sitofp(_sum(b, mins), F32), b.load(mtot)), mtot)
+        if repacked:
+            return b.fsub(b.load(mtot), b.load(macc))
         out = hsum(b, b.load(facc))
-        if dmin_offset is not None:
-            out = b.fadd(out, hsum(b, b.load(macc)) if four_min_lanes else b.load(mtot))
-        return out
+        return b.fadd(out, b.load(mtot)) if dmin_offset is not None else out
     return row_dot(codegen, 4)
 
 
-dot_q4_k = _dot_q8_k(144, _k_groups_q4_k, 0, dmin_offset=2)
+dot_q4_k = _dot_q8_k(144, _k_groups_q4_k, 0, dmin_offset=2, repacked=True)
 dot_q5_k = _dot_q8_k(176, lambda b, blk: _k_groups_q4_k(b, blk, qh_offset=16, qs_offset=48), 0,
                      dmin_offset=2)
 dot_q6_k = _dot_q8_k(210, _k_groups_q6_k, 208, zero_point=True)

@@ -113,3 +113,15 @@ def f16_value(typingctx, h):
     def codegen(context, builder, sig, args):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), F32)
     return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def fma_f32(typingctx, x, y, z):
+    """x * y + z rounded once, for numba code whose rounding must follow a C compiler's contraction
+    (fastmath would contract wherever LLVM likes)."""
+    if not all(t == types.float32 for t in (x, y, z)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return fma(builder, *args)
+    return types.float32(x, y, z), codegen
