@@ -109,25 +109,29 @@ def _tile(mode, zero_point=0, with_min=False, tb=1):
                             with b.if_else(b.icmp_signed("<", t0, T4)) as (gemm_rows, gemv_rows):
                                 with gemm_rows:          # ggml_gemm_q4_K_8x8: one fma per 64 weights
                                     _q4_k_superblock(b, dot4, vload, x_at, t, sb, nb32, dx, facc[j][0],
-                                                     macc[j], i1, i2, f1, f2, s32p, 2)
+                                                     macc[j], i1, i2, f1, f2, s32p, True)
                                 with gemv_rows:          # ggml_gemv_q4_K_8x8: one per super-block
                                     _q4_k_superblock(b, dot4, vload, x_at, t, sb, nb32, dx, facc[j][0],
-                                                     macc[j], i1, i2, f1, f2, s32p, 8)
+                                                     macc[j], i1, i2, f1, f2, s32p, False)
                             continue
-                        isum = [_c(V16I32, 0)] * 8
-                        msb = _c(V16I32, 0)
-                        for g in range(8):               # 32 weights at 32g of the super-block
-                            g32 = b.add(b.mul(sb, _c(I64, 8)), _c(I64, g))
+                        isum_p = [cgutils.alloca_once_value(b, _c(V16I32, 0)) for _ in range(8)]
+                        msb_p = cgutils.alloca_once_value(b, _c(V16I32, 0))
+                        with cgutils.for_range(b, _c(I64, 8)) as gl:   # 32 weights at 32g
+                            g = gl.index
+                            g32 = b.add(b.mul(sb, _c(I64, 8)), g)
                             for k in range(8):
                                 part = dot4(_c(V16I32, 0), t, b.add(b.mul(g32, _c(I64, 8)), _c(I64, k)))
                                 if zero_point:           # Q6_K: scales per 16 weights
-                                    sc = vload(i1, b.add(b.mul(sb, _c(I64, 16)), _c(I64, 2 * g + k // 4)), V16I32)
+                                    g16 = b.add(b.mul(g32, _c(I64, 2)), _c(I64, k // 4))
+                                    sc = vload(i1, g16, V16I32)
                                 else:
                                     sc = vload(i1, g32, V16I32)
-                                isum[k] = b.add(isum[k], b.mul(part, sc))
+                                b.store(b.add(b.load(isum_p[k]), b.mul(part, sc)), isum_p[k])
                             if with_min:
                                 S = splat(b, x_at(s32p, t, nb32, g32), V16I32)
-                                msb = b.add(msb, b.mul(vload(i2, g32, V16I32), S))
+                                b.store(b.add(b.load(msb_p), b.mul(vload(i2, g32, V16I32), S)), msb_p)
+                        isum = [b.load(v) for v in isum_p]
+                        msb = b.load(msb_p)
                         if zero_point:                   # lane k: - 32 (sc_2k S_2k + sc_2k+1 S_2k+1)
                             nb16 = b.udiv(n, _c(I64, 16))
                             for k in range(8):
@@ -162,21 +166,32 @@ def _tile(mode, zero_point=0, with_min=False, tb=1):
     return tile
 
 
-def _q4_k_superblock(b, dot4, vload, x_at, t, sb, nb32, dx, facc, macc, i1, i2, f1, f2, s32p, groups):
-    # one Q4_K super-block of token t into facc / macc, one fma each per `groups` groups of 32
-    isb, msb = _c(V16I32, 0), _c(V16I32, 0)
-    for g in range(8):
-        gi = b.add(b.mul(sb, _c(I64, 8)), _c(I64, g))
-        acc = _c(V16I32, 0)
-        for k in range(8):
-            acc = dot4(acc, t, b.add(b.mul(gi, _c(I64, 8)), _c(I64, k)))
-        isb = b.add(isb, b.mul(acc, vload(i1, gi, V16I32)))
-        S = splat(b, x_at(s32p, t, nb32, gi), V16I32)
-        msb = b.add(msb, b.mul(vload(i2, gi, V16I32), S))
-        if g % groups == groups - 1:
-            b.store(fma(b, b.sitofp(isb, V16F), b.fmul(vload(f1, sb), dx), b.load(facc)), facc)
-            b.store(fma(b, b.sitofp(msb, V16F), b.fmul(vload(f2, sb), dx), b.load(macc)), macc)
-            isb, msb = _c(V16I32, 0), _c(V16I32, 0)
+def _q4_k_superblock(b, dot4, vload, x_at, t, sb, nb32, dx, facc, macc, i1, i2, f1, f2, s32p, per_pair):
+    # one Q4_K super-block of token t into facc / macc: one fma each per 64 weights (per_pair) or
+    # per super-block; the 4 pairs of groups of 32 in a loop (a small body keeps compiling quick)
+    isb = cgutils.alloca_once_value(b, _c(V16I32, 0))
+    msb = cgutils.alloca_once_value(b, _c(V16I32, 0))
+    scale, dscale = b.fmul(vload(f1, sb), dx), b.fmul(vload(f2, sb), dx)
+    with cgutils.for_range(b, _c(I64, 4)) as pl:
+        for h in range(2):
+            gi = b.add(b.mul(sb, _c(I64, 8)), b.add(b.mul(pl.index, _c(I64, 2)), _c(I64, h)))
+            acc = _c(V16I32, 0)
+            for k in range(8):
+                acc = dot4(acc, t, b.add(b.mul(gi, _c(I64, 8)), _c(I64, k)))
+            b.store(b.add(b.load(isb), b.mul(acc, vload(i1, gi, V16I32))), isb)
+            S = splat(b, x_at(s32p, t, nb32, gi), V16I32)
+            b.store(b.add(b.load(msb), b.mul(vload(i2, gi, V16I32), S)), msb)
+        if per_pair:
+            _q4_k_flush(b, isb, msb, scale, dscale, facc, macc)
+    if not per_pair:
+        _q4_k_flush(b, isb, msb, scale, dscale, facc, macc)
+
+
+def _q4_k_flush(b, isb, msb, scale, dscale, facc, macc):
+    b.store(fma(b, b.sitofp(b.load(isb), V16F), scale, b.load(facc)), facc)
+    b.store(fma(b, b.sitofp(b.load(msb), V16F), dscale, b.load(macc)), macc)
+    b.store(_c(V16I32, 0), isb)
+    b.store(_c(V16I32, 0), msb)
 
 
 _tile_q4_0 = _tile("block", zero_point=8, tb=8)
