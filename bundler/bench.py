@@ -43,18 +43,32 @@ def bench_prompt(n_tokens: int, vocab_size: int, bos_id: int | None) -> list[int
     return ids
 
 
+def decode_weight_bytes(gguf) -> int:
+    """Bytes of weights a decode step reads: every matrix, except token_embd when a separate
+    output.weight exists (then only one embedding row is read). Experts count in full."""
+    tensors = gguf.tensors
+    untied = "output.weight" in tensors
+    return sum(t.data.nbytes for name, t in tensors.items()
+               if len(t.shape) >= 2 and not (untied and name == "token_embd.weight"))
+
+
 def summarize(engine: str, model: str, threads: int, p: int, n: int, rounds: list[tuple[float, float]],
-              load_s: float) -> dict:
-    """The result object both bench scripts print. rounds: (pp seconds, tg seconds) per timed round."""
+              load_s: float, weight_bytes: int | None = None) -> dict:
+    """The result object both bench scripts print. rounds: (pp seconds, tg seconds) per timed round;
+    weight_bytes: what a decode step reads (decode_weight_bytes), for the decode GB/s."""
     pp = [p / a for a, _ in rounds] if p else [0.0]
     tg = [n / b for _, b in rounds] if n else [0.0]
-    return {
+    r = {
         "engine": engine, "model": os.path.basename(model), "threads": threads,
         "prompt_tokens": p, "gen_tokens": n, "reps": len(rounds),
         "pp_tok_s": statistics.median(pp), "tg_tok_s": statistics.median(tg),
         "pp_tok_s_max": max(pp), "tg_tok_s_max": max(tg),
         "load_s": load_s, "rounds": [[round(a, 2), round(b, 2)] for a, b in zip(pp, tg)],
     }
+    if weight_bytes:
+        r["weight_bytes_per_token"] = weight_bytes
+        r["tg_weight_gbps"] = weight_bytes * r["tg_tok_s"] / 1e9
+    return r
 
 
 def print_table(r: dict, out=sys.stdout) -> None:
@@ -64,6 +78,9 @@ def print_table(r: dict, out=sys.stdout) -> None:
     print(f"  {'pp' + str(r['prompt_tokens']):<8}{r['pp_tok_s']:>10.1f}{r['pp_tok_s_max']:>10.1f}",
           file=out)
     print(f"  {'tg' + str(r['gen_tokens']):<8}{r['tg_tok_s']:>10.1f}{r['tg_tok_s_max']:>10.1f}", file=out)
+    if "tg_weight_gbps" in r:
+        print(f"  decode reads {r['weight_bytes_per_token'] / 1e6:.0f} MB of weights per token: "
+              f"{r['tg_weight_gbps']:.1f} GB/s", file=out)
 
 
 def report(r: dict, as_json: bool) -> None:
@@ -116,5 +133,6 @@ def run(args) -> int:
     start = bos if bos is not None else 0
     _round(session, prompt, n, start)                   # warm-up: compiles or loads the kernels
     rounds = [_round(session, prompt, n, start) for _ in range(args.reps)]
-    report(summarize("chatfile", args.model, threads, p, n, rounds, load_s), args.json)
+    report(summarize("chatfile", args.model, threads, p, n, rounds, load_s,
+                     decode_weight_bytes(model.gguf)), args.json)
     return 0

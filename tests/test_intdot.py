@@ -23,7 +23,7 @@ from runtime.kernels import intdot, intgemm
 from runtime.quants import dequantize, field_offsets
 
 from conftest import GOLDENS
-from test_kernels import ALL_TYPES, REL_TOL, assert_close, random_tensor
+from test_kernels import ALL_TYPES, assert_close, random_tensor
 
 Q8_TYPES = [t for t in ALL_TYPES if kernels.KERNELS[t].matvec_q8 is not None]
 X86_EXACT = intdot.int_dot() in ("avx512vnni", "avxvnni", "avx2")

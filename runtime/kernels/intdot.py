@@ -140,17 +140,6 @@ def _unpack_q8_0(b, blk):
     return _load32(b, blk, 2), True, 0, load_f16(b, blk, 0), None
 
 
-def _hsum_i32(b, v):
-    # exact sum of the lanes of an int vector
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
-        v = b.add(lo, hi)
-    return b.extract_element(v, _c(I32, 0))
-
-
 def _dot_q8_0_blocks(block_bytes, unpack, repacked=False):
     """Intrinsic dot(row, qs, d, aux) -> float32 for a 32-weight type: row uint8 [nb * block_bytes],
     qs int8 [nb * 32], d float32 [nb]; aux is Q8_1's s float32 [nb] for the types with a min (Q4_1,
@@ -179,7 +168,7 @@ def _dot_q8_0_blocks(block_bytes, unpack, repacked=False):
             acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
             dx = b.load(b.gep(dp, [i]))
             if repacked:
-                b.store(fma(b, b.sitofp(_hsum_i32(b, acc), F32), b.fmul(dw, dx), b.load(mtot)), mtot)
+                b.store(fma(b, b.sitofp(hsum(b, acc), F32), b.fmul(dw, dx), b.load(mtot)), mtot)
             else:
                 b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(facc)), facc)
             if m is not None:
@@ -295,7 +284,7 @@ def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False,
             d = load_f16(b, blk, d_offset)
             if repacked:
                 mt = _sum(b, mins)
-                b.store(fma(b, b.sitofp(_hsum_i32(b, isum), F32), b.fmul(d, dx), b.load(mtot)), mtot)
+                b.store(fma(b, b.sitofp(hsum(b, isum), F32), b.fmul(d, dx), b.load(mtot)), mtot)
                 b.store(fma(b, b.sitofp(mt, F32), b.fmul(load_f16(b, blk, dmin_offset), dx), b.load(macc)),
                         macc)
             else:

@@ -29,7 +29,7 @@ from numba.extending import intrinsic
 
 from .intdot import _bits32, _c, _call, _k_groups_q4_k, _k_groups_q6_k, _load32, _nibbles32
 from .jit import has_feature, njit, prange
-from .vector_ir import F32, I8, I32, I64, V16F, V16I32, fma, load, load_f16, splat
+from .vector_ir import I8, I32, I64, V16F, V16I32, fma, load, load_f16, splat
 
 ROWS = 16         # weight rows per tile, one per int32 lane of a zmm register
 V8I32 = ir.VectorType(I32, 8)

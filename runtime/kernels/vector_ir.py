@@ -46,13 +46,14 @@ def load_f16(b, blk, offset):
 
 
 def hsum(b, v):
-    # sum of the lanes of a float vector, by halves
+    # sum of the lanes of a float or int vector, by halves (ggml's hsum_float_8 order for 8 floats)
+    add = b.add if isinstance(v.type.element, ir.IntType) else b.fadd
     n = v.type.count
     while n > 1:
         n //= 2
         lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
         hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
-        v = b.fadd(lo, hi)
+        v = add(lo, hi)
     return b.extract_element(v, ir.Constant(I32, 0))
 
 

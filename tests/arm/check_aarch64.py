@@ -11,6 +11,9 @@ Checks (sizes kept small: emulation is 20-50x slower than the host, and compilin
                     `runtime.quants.dequantize` (and whether it is bit-exact)
   matvec[T]         kernels.matvec against float64 W @ x on the reference-dequantized W
   matmul[T]         kernels.matmul (the prefill GEMM) against float64 x @ W^T
+  q8matvec[T]       Q8_0 and Q4_K: the integer dot product (`sdot`) against float64 W @ (qs * d), when
+                    the compile target has the dot-product extension (run_arm_tests.sh runs these a
+                    second time with NUMBA_CPU_FEATURES=+neon,+dotprod; qemu executes sdot)
   logits[smollm2]   SmolLM2-135M's next-token logits for one short prompt against llama.cpp's
                     (data/goldens/logits_smollm2.json)
 
@@ -155,6 +158,27 @@ def check_matmul(qtype, seed: int) -> str:
     return f"{T_TOKENS} tokens x {ROWS}x{w.shape[0]}, relative error {err:.2g}"
 
 
+def check_q8_matvec(qtype, seed: int) -> str:
+    from runtime import ops
+    from runtime.kernels import intdot
+    if not kernels.takes_q8(qtype):
+        return f"compile target has no integer dot product ({intdot.int_dot()}): float kernels, not checked"
+    w = random_tensor(qtype, seed)
+    n = w.shape[0]
+    x = np.random.default_rng(seed + 1).standard_normal((1, n)).astype(np.float32)
+    block = kernels.KERNELS[qtype].q8_block
+    xr, qs = np.empty_like(x), np.empty((1, n), np.int8)
+    d, s = np.empty((1, n // block), np.float32), np.empty((1, n // 32), np.float32)
+    ops.quantize_activations(xr, qs, d, s, x, ops.ACT_KIND[qtype])
+    out = np.full(ROWS, np.nan, np.float32)
+    kernels.matvec(w, xr[0], out, (qs[0], d[0], s[0]))
+    want = dequantize(w.data, qtype, n).astype(np.float64) @ xr[0].astype(np.float64)
+    err = relative_error(out, want)
+    if err > REL_TOL:
+        raise AssertionError(f"relative error {err:.3g} > {REL_TOL:g}")
+    return f"{intdot.int_dot()}, {ROWS}x{n}, relative error {err:.2g}"
+
+
 def check_logits(model_path: Path) -> str:
     from runtime.model import Model
     golden = json.loads((GOLDENS / "logits_smollm2.json").read_text())
@@ -197,6 +221,8 @@ def all_checks(args) -> list[tuple[str, object]]:
         checks += [(f"dequant[{t.name}]", lambda t=t, i=i: check_dequant(t, 100 + i)),
                    (f"matvec[{t.name}]", lambda t=t, i=i: check_matvec(t, 200 + i)),
                    (f"matmul[{t.name}]", lambda t=t, i=i: check_matmul(t, 300 + i))]
+    for i, t in enumerate((GGMLType.Q8_0, GGMLType.Q4_K)):
+        checks.append((f"q8matvec[{t.name}]", lambda t=t, i=i: check_q8_matvec(t, 400 + i)))
     return [(name, c) for name, c in checks if args.only in name]
 
 
