@@ -10,7 +10,8 @@ import pytest
 
 from server_helpers import live_server, smollm2_model  # noqa: F401
 
-EMOJI = [{"role": "user", "content": "Repeat exactly: 🤗🤗🤗 日本語"}]
+# a prompt whose reply does not hang on a near tie: llama.cpp's first token leads by 2.9
+EMOJI = [{"role": "user", "content": "Reply with these three emoji only: 🤗🤗🤗"}]
 
 
 @pytest.fixture(scope="module")
