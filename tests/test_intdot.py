@@ -163,6 +163,23 @@ def test_q8_matmul_is_the_per_token_product(qtype):
         np.testing.assert_array_equal(out[same_from:].view(np.uint32), single[same_from:T].view(np.uint32))
 
 
+@pytest.mark.parametrize("qtype", [GGMLType.Q5_0, GGMLType.Q4_K], ids=lambda t: t.name)
+def test_fused_q8_matvecs_equal_single_matvecs(qtype):
+    # Q/K/V in one launch: the same bits as one launch each
+    _skip_without_int_dot(qtype)
+    ws = [random_tensor(qtype, rows, 512, seed=rows) for rows in (77, 300, 33)]
+    x = np.random.default_rng(17).standard_normal((1, 512)).astype(np.float32)
+    xr, q8 = quantize(x, qtype)
+    q1 = tuple(a[0] for a in q8)
+    for count in (2, 3):
+        fused = [np.full(w.n_rows, np.nan, np.float32) for w in ws[:count]]
+        kernels.matvecs(ws[:count], xr[0], fused, q1)
+        for w, got in zip(ws, fused):
+            single = np.empty(w.n_rows, np.float32)
+            kernels.matvec(w, xr[0], single, q1)
+            np.testing.assert_array_equal(got.view(np.uint32), single.view(np.uint32))
+
+
 def test_q8_operands_are_checked():
     qtype = GGMLType.Q4_K
     w = random_tensor(qtype, 8, 512)

@@ -78,10 +78,22 @@ def matvec(w, x, out, q8=None):
         raise _mismatch(w, x, out)
     if q8 is not None and _INT_DOT and k.matvec_q8 is not None:
         _check_q8(w, k, q8, ())
-        k.matvec_q8(out[None], w.data, q8[0][None], q8[1][None], q8[2][None], _chunk(w.n_rows))
+        _matvecs_q8(k, [w], [out[None]], tuple(a[None] for a in q8))
         return
     data = w.data if k.view is None else w.data.view(k.view)
     k.matvec(out, data, x, k.table, _chunk(w.n_rows))
+
+
+def _matvecs_q8(k, ws, outs, q8):
+    # up to three W_i of one type (checked) -> outs[i] [B, rows_i], one launch of the type's q8 kernel
+    datas, outs = [w.data for w in ws], list(outs)
+    while len(datas) < 3:                         # unused slots: 0 rows, the same array types
+        empty = np.empty((0, datas[0].shape[1]), np.uint8)
+        empty.flags.writeable = datas[0].flags.writeable
+        datas.append(empty)
+        outs.append(np.empty((outs[0].shape[0], 0), np.float32))
+    k.matvec_q8(outs[0], outs[1], outs[2], datas[0], datas[1], datas[2], q8[0], q8[1], q8[2],
+                _chunk(max(w.n_rows for w in ws)))
 
 
 def matvec_batch(w, X, out, q8=None):
@@ -93,7 +105,7 @@ def matvec_batch(w, X, out, q8=None):
         raise _mismatch(w, X, out)
     if q8 is not None and _INT_DOT and k.matvec_q8 is not None:
         _check_q8(w, k, q8, (X.shape[0],))
-        k.matvec_q8(out, w.data, q8[0], q8[1], q8[2], _chunk(w.n_rows))
+        _matvecs_q8(k, [w], [out], q8)
         return
     data = w.data if k.view is None else w.data.view(k.view)
     for b in range(X.shape[0]):        # float kernels: one pass each (rows stay in the CPU's caches
@@ -104,12 +116,20 @@ _NO_OUT = np.empty(0, np.float32)
 
 
 def matvecs(ws, x, outs, q8=None):
-    """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when all W_i share
-    a type with a fused float kernel (and there are at most three), else one `matvec` each."""
+    """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when there are at most
+    three W_i of one type whose kernels take q8 (or have a fused float kernel), else one `matvec` each;
+    the same bits either way."""
     k = KERNELS.get(ws[0].type)
+    same = len(ws) <= 3 and all(w.type == ws[0].type for w in ws)
+    if same and q8 is not None and takes_q8(ws[0].type):
+        for w, out in zip(ws, outs):
+            if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
+                raise _mismatch(w, x, out)
+        _check_q8(ws[0], k, q8, ())
+        _matvecs_q8(k, ws, [out[None] for out in outs], tuple(a[None] for a in q8))
+        return
     k3 = k.matvec3 if k is not None else None
-    if (k3 is None or len(ws) > 3 or any(w.type != ws[0].type for w in ws)
-            or (q8 is not None and takes_q8(ws[0].type))):
+    if k3 is None or not same:
         for w, out in zip(ws, outs):
             matvec(w, x, out, q8)
         return

@@ -305,11 +305,13 @@ dot_q5_k = _dot_q8_k(176, lambda b, blk: _k_groups_q4_k(b, blk, qh_offset=16, qs
 dot_q6_k = _dot_q8_k(210, _k_groups_q6_k, 208, zero_point=True)
 
 
-# ---- the kernels: W [rows, n] times B activation vectors --------------------------------------------
-# matvec_*_q8(out, data, qs, d, s, chunk): qs int8 [B, n], d float32 [B, n / 32 or n / 256], s float32
-# [B, n / 32] (Q8_1's s, read by Q4_1 and Q5_1) -> out [B, rows].
-# Row r of vector j is dot(data[r], qs[j], d[j], aux[j]) whatever B is: the single-vector product (B = 1)
-# and a batch give the same bits, and each weight row is read from memory once for all B vectors.
+# ---- the kernels: up to three W [rows_i, n] times B activation vectors, one parallel launch ----------
+# matvec_*_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk): W_i = d_i (raw rows, uint8 [rows_i, row_bytes];
+# a matrix of 0 rows for an unused slot) -> o_i float32 [B, rows_i]; qs int8 [B, n], d float32 [B, n / 32
+# or n / 256], s float32 [B, n / 32] (Q8_1's s, read by Q4_1 and Q5_1).
+# Row r of vector j is dot(d_i[r], qs[j], d[j], aux[j]) whatever B is and whichever slot: one matrix or
+# three, one vector or a batch give the same bits, and each weight row is read from memory once for all
+# B vectors. Q/K/V or gate/up share one launch (each launch wakes and joins the worker threads).
 # Spelled out per type so numba compiles (and caches) only the types a model uses.
 
 @njit(inline="always")
@@ -326,81 +328,127 @@ def act_sums(qs, size):
     return s
 
 
+@njit(inline="always")
+def _chunks(rows, chunk):
+    return (rows + chunk - 1) // chunk
+
+
 @njit(parallel=True, cache=True)
-def matvec_q4_0_q8(out, data, qs, d, s, chunk):
+def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 4)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q4_0(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q4_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q4_1_q8(out, data, qs, d, s, chunk):
+def matvec_q4_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = s
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q4_1(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q4_1(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q5_0_q8(out, data, qs, d, s, chunk):
+def matvec_q5_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 4)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q5_0(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q5_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q5_1_q8(out, data, qs, d, s, chunk):
+def matvec_q5_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = s
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q5_1(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q5_1(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q8_0_q8(out, data, qs, d, s, chunk):
+def matvec_q8_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 4)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q8_0(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q8_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q4_k_q8(out, data, qs, d, s, chunk):
+def matvec_q4_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 16)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q4_k(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q4_k(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q5_k_q8(out, data, qs, d, s, chunk):
+def matvec_q5_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 16)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q5_k(data[r], qs[j], d[j], aux[j])
-
+                o[j, r] = dot_q5_k(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
-def matvec_q6_k_q8(out, data, qs, d, s, chunk):
+def matvec_q6_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 16)
-    rows = data.shape[0]
-    for c in prange((rows + chunk - 1) // chunk):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
+        if c < n0:
+            o, w, c0 = o0, d0, c
+        elif c < n0 + n1:
+            o, w, c0 = o1, d1, c - n0
+        else:
+            o, w, c0 = o2, d2, c - n0 - n1
+        for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             for j in range(qs.shape[0]):
-                out[j, r] = dot_q6_k(data[r], qs[j], d[j], aux[j])
+                o[j, r] = dot_q6_k(w[r], qs[j], d[j], aux[j])
