@@ -38,8 +38,6 @@ from .table import KERNELS, UnsupportedType, kernels_for
 
 _INT_DOT = intdot.int_dot() is not None      # the compile target has an integer dot product
 _INT_GEMM = intgemm.available()              # ... and the VNNI instructions of the prefill tile
-SMALL_T = 8      # without the integer GEMM, a matmul of at most this many rows of x runs the
-                 # matvec_batch kernel (weights read once per row for all T, no tile to dequantize)
 
 
 def _chunk(rows: int) -> int:
@@ -148,18 +146,17 @@ def matvecs(ws, x, outs, q8=None):
 
 
 def matmul(w, x, out, q8=None):
-    """x [T, n] -> out [T, rows] = x @ W^T (the prefill GEMM)."""
+    """x [T, n] -> out [T, rows] = x @ W^T (the prefill GEMM). With q8 on AVX-512 VNNI targets row t
+    has the bits of matvec's for x[t] (except Q4_K's rows below T // 4 * 4, summed per 64 weights as
+    llama.cpp's gemm does), elsewhere the float tile GEMM runs; either way the rows of a prompt cut
+    into runs of a multiple of 4 rows are those of the whole prompt at once."""
     k = KERNELS.get(w.type) or kernels_for(w.type, w.name)
     if x.ndim != 2 or x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.n_rows):
         raise _mismatch(w, x, out)
-    if q8 is not None and takes_q8(w.type):
-        if _INT_GEMM and k.matmul_q8 is not None:
-            _check_q8(w, k, q8, (x.shape[0],))
-            k.matmul_q8(out, w.data, q8[0], q8[1], q8[2])
-            return
-        if x.shape[0] <= SMALL_T:
-            matvec_batch(w, x, out, q8)
-            return
+    if q8 is not None and _INT_GEMM and takes_q8(w.type) and k.matmul_q8 is not None:
+        _check_q8(w, k, q8, (x.shape[0],))
+        k.matmul_q8(out, w.data, q8[0], q8[1], q8[2])
+        return
     data = w.data if k.view is None else w.data.view(k.view)
     k.matmul(out, data, x, k.table)
 
@@ -185,4 +182,4 @@ def get_threads() -> int:
 
 
 __all__ = ["matvec", "matvecs", "matvec_batch", "matmul", "get_rows", "takes_q8", "set_threads",
-           "get_threads", "kernels_for", "UnsupportedType", "SMALL_T"]
+           "get_threads", "kernels_for", "UnsupportedType"]
