@@ -246,39 +246,59 @@ class Model:
 
     # ---- the forward pass ----
 
-    def _project(self, x, xq, pairs, n_decode):
+    def _project(self, x, xq, pairs, n_decode, buf: "Buffers | None" = None):
         """out = x @ W^T for each (W, out) in pairs; x [R, n]. x is rounded as llama.cpp rounds it for
         W's type (once per distinct rounding), then the kernels multiply from the raw blocks: rows
-        0..n_decode-1 one at a time (kernels.matvec/matvecs, fused where one type allows), the rest in
-        one kernels.matmul."""
+        0..n_decode-1 as decode rows (kernels.matvecs over all of them, the matrices of one type in one
+        launch; each row's bits are those it gets alone), the rest in one kernels.matmul. Where the
+        kernels take it (kernels.takes_q8) they get x's 8-bit form too, in buf's scratch, and multiply
+        with integer dot products."""
         R = x.shape[0]
         B = n_decode
         rounding = self.llama_rounding
-        if B:
-            xd, xqd = x[:B], xq[:B]
-            if len(pairs) > 1 and all(w.type == pairs[0][0].type for w, _ in pairs):
-                ops.round_activations(xqd, xd, ops.ACT_KIND[pairs[0][0].type] if rounding else ops.ACT_F32)
-                ws = [w for w, _ in pairs]
-                for b in range(B):
-                    kernels.matvecs(ws, xqd[b], [out[b] for _, out in pairs])
-            else:
-                done = -1
+        for lo, hi in ((0, B), (B, R)):
+            if hi == lo:
+                continue
+            xs, xqs = x[lo:hi], xq[lo:hi]
+            if lo == 0 and B:                        # decode rows: the pairs of one type together
+                by_type: dict = {}
                 for w, out in pairs:
-                    kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
-                    if kind != done:
-                        ops.round_activations(xqd, xd, kind)
-                        done = kind
-                    for b in range(B):
-                        kernels.matvec(w, xqd[b], out[b])
-        if R > B:
-            xp, xqp = x[B:], xq[B:]
-            done = -1
-            for w, out in pairs:
-                kind = ops.ACT_KIND[w.type] if rounding else ops.ACT_F32
+                    by_type.setdefault(w.type, []).append((w, out))
+                groups = list(by_type.values())
+            else:
+                groups = [[pair] for pair in pairs]
+            done, q8 = -1, None
+            for group in groups:
+                kind = ops.ACT_KIND[group[0][0].type] if rounding else ops.ACT_F32
                 if kind != done:
-                    ops.round_activations(xqp, xp, kind)
+                    int8 = rounding and any(kernels.takes_q8(w.type) for w, _ in pairs
+                                            if ops.ACT_KIND[w.type] == kind)
+                    q8 = self._round(xqs, xs, kind, int8, buf)
                     done = kind
-                kernels.matmul(w, xqp, out[B:])
+                if lo == 0 and B:
+                    kernels.matvecs([w for w, _ in group], xqs, [out[:B] for _, out in group], q8)
+                else:
+                    kernels.matmul(group[0][0], xqs, group[0][1][B:], q8)
+
+    @staticmethod
+    def _round(xq, x, kind, int8: bool, buf: "Buffers | None"):
+        """xq = x rounded for `kind`; with int8 (a Q8 kind) also the 8-bit form (qs [T, n], d [T, n /
+        32 or 256], s [T, n / 32]) the integer kernels take, in buf's scratch (no buf: new arrays)."""
+        if not int8:
+            ops.round_activations(xq, x, kind)
+            return None
+        T, n = x.shape
+        nb = n // (32 if kind == ops.ACT_Q8_0 else 256)
+        if buf is None:
+            buf = Buffers.__new__(Buffers)
+            buf.q8s = np.zeros(0, np.int8)
+        if buf.q8s.size < T * n:                     # grown once, to the widest input seen
+            buf.q8s = np.zeros(T * n, np.int8)
+            buf.q8d = np.zeros((2, T * n // 32), np.float32)
+        qs = buf.q8s[:T * n].reshape(T, n)
+        d, s = buf.q8d[0, :T * nb].reshape(T, nb), buf.q8d[1, :T * n // 32].reshape(T, n // 32)
+        ops.quantize_activations(xq, qs, d, s, x, kind)
+        return qs, d, s
 
     def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
                 hidden: bool = False) -> np.ndarray:
@@ -304,7 +324,7 @@ class Model:
             # the router and shared experts see every row; a routed expert only its rows, which it
             # multiplies as one matrix (or one vector when it got a single row, as alone)
             rows = xs.shape[0]
-            self._project(xs, xqs, pairs, n_decode if rows == R else int(rows == 1))
+            self._project(xs, xqs, pairs, n_decode if rows == R else int(rows == 1), buf)
 
         # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
         kernels.get_rows(self.token_embd, ids, x)
@@ -314,7 +334,7 @@ class Model:
         for il, L in enumerate(self.layers):
             # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
             ops.rms_norm(xn, x, L.attn_norm, eps)
-            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode)
+            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode, buf)
             if L.bq is not None:
                 q += L.bq
             if L.bk is not None:
@@ -333,7 +353,7 @@ class Model:
             ops.store_kv(kv.k[il], kv.v[il], k, v, seq, pos)
             window = c.sliding_window if L.local else 0
             ops.attention(att, q, kv.k[il], kv.v[il], seq, pos, window, c.q_scale, c.kq_scale, c.attn_softcap)
-            self._project(att, attq, ((L.wo, o),), n_decode)
+            self._project(att, attq, ((L.wo, o),), n_decode, buf)
             if L.bo is not None:
                 o += L.bo
             if L.post_attn_norm is not None:
@@ -347,7 +367,7 @@ class Model:
             if L.experts is not None:
                 moe.ffn(self, moe_project, L.experts, xn, o, buf.moe)
             else:
-                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode)
+                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode, buf)
                 if L.b_gate is not None:
                     gate += L.b_gate
                 if L.b_up is not None:
@@ -356,7 +376,7 @@ class Model:
                     ops.geglu(gate, gate, up)
                 else:
                     ops.swiglu(gate, gate, up)
-                self._project(gate, hq, ((L.w_down, o),), n_decode)
+                self._project(gate, hq, ((L.w_down, o),), n_decode, buf)
                 if L.b_down is not None:
                     o += L.b_down
             if L.post_ffn_norm is not None:
@@ -375,7 +395,7 @@ class Model:
         hx, hxn, logits = buf.head_x[:n], buf.head_xn[:n], buf.logits[:n]
         np.take(x, logit_rows, axis=0, out=hx)
         ops.rms_norm(hxn, hx, self.output_norm, eps)
-        self._project(hxn, buf.head_xq[:n], ((self.output, logits),), n)
+        self._project(hxn, buf.head_xq[:n], ((self.output, logits),), n, buf)
         if self.output_bias is not None:
             logits += self.output_bias
         if c.logit_scale != 1.0:
@@ -422,6 +442,8 @@ class Buffers:
         self.head_xq = z(heads, c.dim)
         self.logits = z(heads, c.vocab_size)
         self.moe = moe.Buffers(c, rows) if c.n_experts else None
+        self.q8s = np.zeros(0, np.int8)       # a product's input in llama.cpp's 8-bit form: qs, and
+        self.q8d = np.zeros((2, 0), np.float32)   # its d and s per block (Model._round)
 
 
 class KVCache:

@@ -114,17 +114,26 @@ _NO_OUT = np.empty(0, np.float32)
 
 
 def matvecs(ws, x, outs, q8=None):
-    """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i: one kernel launch when there are at most
-    three W_i of one type whose kernels take q8 (or have a fused float kernel), else one `matvec` each;
+    """W_i [rows_i, n] @ x [n] -> outs[i] [rows_i] for each i, or for B rows at once: x [B, n] ->
+    outs[i] [B, rows_i] (row b as matvec of x[b]). One kernel launch when there are at most three W_i of
+    one type whose kernels take q8 (or, one row, have a fused float kernel), else one `matvec` each;
     the same bits either way."""
     k = KERNELS.get(ws[0].type)
     same = len(ws) <= 3 and all(w.type == ws[0].type for w in ws)
+    lead = x.shape[:-1]                           # () or (B,)
     if same and q8 is not None and takes_q8(ws[0].type):
         for w, out in zip(ws, outs):
-            if x.shape != (w.shape[0],) or out.shape != (w.n_rows,):
+            if x.shape != (*lead, w.shape[0]) or out.shape != (*lead, w.n_rows) or len(lead) > 1:
                 raise _mismatch(w, x, out)
-        _check_q8(ws[0], k, q8, ())
-        _matvecs_q8(k, ws, [out[None] for out in outs], tuple(a[None] for a in q8))
+        _check_q8(ws[0], k, q8, lead)
+        if lead:
+            _matvecs_q8(k, ws, outs, q8)
+        else:
+            _matvecs_q8(k, ws, [out[None] for out in outs], tuple(a[None] for a in q8))
+        return
+    if lead:
+        for b in range(x.shape[0]):
+            matvecs(ws, x[b], [out[b] for out in outs], None if q8 is None else tuple(a[b] for a in q8))
         return
     k3 = k.matvec3 if k is not None else None
     if k3 is None or not same:
