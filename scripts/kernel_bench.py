@@ -10,7 +10,11 @@ Measures, at each thread count (numba.set_num_threads):
 and the compile time of the kernels SmolLM2 needs (Q4_1, Q8_0, F32), cold (empty numba cache) and from
 the cache, each in a fresh process.
 
+Where the compile target has integer dot products (runtime.kernels.takes_q8), the products run on x in
+llama.cpp's 8-bit form as the model runs them; --float measures the float kernels instead.
+
 Usage: python scripts/kernel_bench.py [--threads 1,2] [--reps 9] [--model PATH] [--json] [--no-compile]
+                                      [--cpu-time] [--float]
 Compare with shared/research/kernels.md. Medians; this is a shared 2-vCPU machine, expect +-10%.
 """
 from __future__ import annotations
@@ -48,7 +52,22 @@ def _median_time(fn, reps: int) -> float:
     return float(np.median(times))
 
 
-def measure(model_path: str, threads: int, reps: int) -> dict:
+def _q8(x: np.ndarray, qtype, use_int: bool):
+    """x float32 [T, n] -> (x rounded for qtype, its 8-bit form or None), as the model prepares them."""
+    from runtime import kernels, ops
+    kind = ops.ACT_KIND[qtype]
+    xr = np.empty_like(x)
+    if not (use_int and kernels.takes_q8(qtype)):
+        ops.round_activations(xr, x, kind)
+        return xr, None
+    T, n = x.shape
+    qs, s = np.empty((T, n), np.int8), np.empty((T, n // 32), np.float32)
+    d = np.empty((T, n // kernels.KERNELS[qtype].q8_block), np.float32)
+    ops.quantize_activations(xr, qs, d, s, x, kind)
+    return xr, (qs, d, s)
+
+
+def measure(model_path: str, threads: int, reps: int, use_int: bool = True) -> dict:
     import numba
     from runtime import kernels
     from runtime.gguf import GGUFFile
@@ -63,11 +82,14 @@ def measure(model_path: str, threads: int, reps: int) -> dict:
     n_layers = max(len(ws) for ws in layers.values())
     head = f.tensors.get("output.weight", f.tensors["token_embd.weight"])
     rng = np.random.default_rng(0)
-    xs = {w.shape[0]: rng.standard_normal(w.shape[0]).astype(np.float32)
-          for ws in layers.values() for w in ws}
-    xs[head.shape[0]] = rng.standard_normal(head.shape[0]).astype(np.float32)
-    outs = {w.n_rows: np.empty(w.n_rows, np.float32) for ws in layers.values() for w in ws}
-    outs[head.n_rows] = np.empty(head.n_rows, np.float32)
+    all_ws = [w for ws in layers.values() for w in ws] + [head]
+    raw = {w.shape[0]: rng.standard_normal((1, w.shape[0])).astype(np.float32) for w in all_ws}
+    prep = {(w.shape[0], w.type): _q8(raw[w.shape[0]], w.type, use_int) for w in all_ws}
+    outs = {w.n_rows: np.empty(w.n_rows, np.float32) for w in all_ws}
+
+    def mv(w):
+        xr, q8 = prep[(w.shape[0], w.type)]
+        kernels.matvec(w, xr[0], outs[w.n_rows], None if q8 is None else tuple(a[0] for a in q8))
 
     res = {"threads": threads, "roles_gbps": {}, "role_types": {}}
     for role, ws in layers.items():
@@ -76,11 +98,11 @@ def measure(model_path: str, threads: int, reps: int) -> dict:
 
         def sweep(ws=ws):
             for w in ws:
-                kernels.matvec(w, xs[w.shape[0]], outs[w.n_rows])
+                mv(w)
         res["roles_gbps"][role] = nbytes / _median_time(sweep, reps) / 1e9
 
     def head_matvec():
-        kernels.matvec(head, xs[head.shape[0]], outs[head.n_rows])
+        mv(head)
     res["head_type"] = head.type.name
     res["head_gbps"] = head.data.nbytes / _median_time(head_matvec, reps) / 1e9
 
@@ -88,7 +110,7 @@ def measure(model_path: str, threads: int, reps: int) -> dict:
 
     def decode_token():
         for w in token:
-            kernels.matvec(w, xs[w.shape[0]], outs[w.n_rows])
+            mv(w)
     t_tok = _median_time(decode_token, reps)
     res["decode_matvecs"] = len(token)
     res["decode_ms"] = t_tok * 1e3
@@ -96,13 +118,15 @@ def measure(model_path: str, threads: int, reps: int) -> dict:
     res["decode_gbps"] = sum(w.data.nbytes for w in token) / t_tok / 1e9
 
     mats = token[:-1]
-    xt = {n: rng.standard_normal((PREFILL_T, n)).astype(np.float32) for n in xs}
+    xt = {w.shape[0]: rng.standard_normal((PREFILL_T, w.shape[0])).astype(np.float32) for w in mats}
+    pt = {(w.shape[0], w.type): _q8(xt[w.shape[0]], w.type, use_int) for w in mats}
     ot = {w.n_rows: np.empty((PREFILL_T, w.n_rows), np.float32) for w in mats}
     flops = sum(2 * PREFILL_T * w.shape[0] * w.n_rows for w in mats)
 
     def prefill():
         for w in mats:
-            kernels.matmul(w, xt[w.shape[0]], ot[w.n_rows])
+            xr, q8 = pt[(w.shape[0], w.type)]
+            kernels.matmul(w, xr, ot[w.n_rows], q8)
     t_pp = _median_time(prefill, max(3, reps // 3))
     res["prefill_T"] = PREFILL_T
     res["prefill_gflops"] = flops / t_pp / 1e9
@@ -161,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    ap.add_argument("--float", action="store_true",
+                    help="measure the float kernels even where the target has integer dot products")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the main thread's CPU clock instead of the wall clock: steadier on a "
                          "busy machine, meaningful for 1 thread only (the main thread runs the loop)")
@@ -177,12 +203,14 @@ def main(argv=None) -> int:
     result["cpu"] = cpu.host_target()[0]
     if not args.no_compile:
         result["compile"] = compile_times(args.model)
-    result["runs"] = [measure(args.model, int(t), args.reps) for t in args.threads.split(",")]
+    result["kernels"] = "float" if args.float else "integer where the target has them"
+    result["runs"] = [measure(args.model, int(t), args.reps, not args.float) for t in args.threads.split(",")]
 
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"model {result['model']}   cpu {result['cpu']}   clock {result['clock']}")
+    print(f"model {result['model']}   cpu {result['cpu']}   clock {result['clock']}   "
+          f"kernels {result['kernels']}")
     if "compile" in result:
         for label, c in result["compile"].items():
             per = ", ".join(f"{k} {v:.2f}" for k, v in c["per_type_s"].items())
