@@ -251,11 +251,12 @@ class Model:
         W's type (once per distinct rounding), then the kernels multiply from the raw blocks: rows
         0..n_decode-1 as decode rows (kernels.matvecs over all of them, the matrices of one type in one
         launch; each row's bits are those it gets alone), the rest in one kernels.matmul. Where the
-        kernels take it (kernels.takes_q8) they get x's 8-bit form too, in buf's scratch, and multiply
-        with integer dot products."""
+        kernels take it (kernels.takes_q8) they get x's 8-bit form too (in buf.q8, else a new
+        scratch), and multiply with integer dot products."""
         R = x.shape[0]
         B = n_decode
         rounding = self.llama_rounding
+        scratch = buf.q8 if buf is not None else Q8Scratch()
         for lo, hi in ((0, B), (B, R)):
             if hi == lo:
                 continue
@@ -273,7 +274,7 @@ class Model:
                 if kind != done:
                     int8 = rounding and any(kernels.takes_q8(w.type) for w, _ in pairs
                                             if ops.ACT_KIND[w.type] == kind)
-                    q8 = self._round(xqs, xs, kind, int8, buf)
+                    q8 = self._round(xqs, xs, kind, int8, scratch)
                     done = kind
                 if lo == 0 and B:
                     kernels.matvecs([w for w, _ in group], xqs, [out[:B] for _, out in group], q8)
@@ -281,24 +282,16 @@ class Model:
                     kernels.matmul(group[0][0], xqs, group[0][1][B:], q8)
 
     @staticmethod
-    def _round(xq, x, kind, int8: bool, buf: "Buffers | None"):
+    def _round(xq, x, kind, int8: bool, scratch: "Q8Scratch"):
         """xq = x rounded for `kind`; with int8 (a Q8 kind) also the 8-bit form (qs [T, n], d [T, n /
-        32 or 256], s [T, n / 32]) the integer kernels take, in buf's scratch (no buf: new arrays)."""
+        32 or 256], s [T, n / 32]) the integer kernels take, in scratch."""
         if not int8:
             ops.round_activations(xq, x, kind)
             return None
         T, n = x.shape
-        nb = n // (32 if kind == ops.ACT_Q8_0 else 256)
-        if buf is None:
-            buf = Buffers.__new__(Buffers)
-            buf.q8s = np.zeros(0, np.int8)
-        if buf.q8s.size < T * n:                     # grown once, to the widest input seen
-            buf.q8s = np.zeros(T * n, np.int8)
-            buf.q8d = np.zeros((2, T * n // 32), np.float32)
-        qs = buf.q8s[:T * n].reshape(T, n)
-        d, s = buf.q8d[0, :T * nb].reshape(T, nb), buf.q8d[1, :T * n // 32].reshape(T, n // 32)
-        ops.quantize_activations(xq, qs, d, s, x, kind)
-        return qs, d, s
+        q8 = scratch.views(T, n, n // (32 if kind == ops.ACT_Q8_0 else 256))
+        ops.quantize_activations(xq, *q8, x, kind)
+        return q8
 
     def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
                 hidden: bool = False) -> np.ndarray:
@@ -442,8 +435,24 @@ class Buffers:
         self.head_xq = z(heads, c.dim)
         self.logits = z(heads, c.vocab_size)
         self.moe = moe.Buffers(c, rows) if c.n_experts else None
-        self.q8s = np.zeros(0, np.int8)       # a product's input in llama.cpp's 8-bit form: qs, and
-        self.q8d = np.zeros((2, 0), np.float32)   # its d and s per block (Model._round)
+        self.q8 = Q8Scratch()
+
+
+class Q8Scratch:
+    """Room for a product's input in llama.cpp's 8-bit form (Model._round), grown once to the widest
+    input seen."""
+
+    def __init__(self):
+        self.qs = np.zeros(0, np.int8)
+        self.ds = np.zeros((2, 0), np.float32)
+
+    def views(self, T: int, n: int, nb: int):
+        """(qs int8 [T, n], d float32 [T, nb], s float32 [T, n / 32]) over the scratch."""
+        if self.qs.size < T * n:
+            self.qs = np.zeros(T * n, np.int8)
+            self.ds = np.zeros((2, T * n // 32), np.float32)
+        return (self.qs[:T * n].reshape(T, n), self.ds[0, :T * nb].reshape(T, nb),
+                self.ds[1, :T * n // 32].reshape(T, n // 32))
 
 
 class KVCache:

@@ -9,7 +9,8 @@ Which signatures: numba compiles one specialization per tuple of argument types,
 decided by the Python code that calls the kernels (array layouts, read-only weights, int vs float
 scalars). So they are found by calling that code, not listed by hand:
 - every type in the kernel table through the public API (`kernels.matvec`, `matvecs` with one to
-  three matrices, `matmul`, `get_rows`), on read-only weights shaped as a GGUF mmap gives them;
+  three matrices, `matmul`, `get_rows`, and where the type takes them the integer kernels on 8-bit
+  activations), on read-only weights shaped as a GGUF mmap gives them;
 - the forward pass of every model given (at build time every GGUF in data/synthetic, one per
   architecture and weight type), for the layer ops: `Session.eval` (a two-token prefill, a decode
   token), a context shift, `Session.hidden` (embeddings) and one of the server's batches (two slots
@@ -99,6 +100,19 @@ def _trace_table() -> None:
         kernels.matmul(ws[0], xs, np.zeros((TRACE_TOKENS, rows), np.float32))
         ids = np.zeros(TRACE_TOKENS, np.int64)
         kernels.get_rows(ws[0], ids, np.zeros((TRACE_TOKENS, n), np.float32))
+        if kernels.takes_q8(t):                    # the integer kernels, on x's 8-bit form
+            q8 = _q8_stand_in(t, TRACE_TOKENS, n)
+            kernels.matvec(ws[0], x, outs[0], tuple(a[0] for a in q8))
+            for k in (1, 2, 3):
+                kernels.matvecs(ws[:k], xs, [np.zeros((TRACE_TOKENS, rows), np.float32)] * k, q8)
+            kernels.matmul(ws[0], xs, np.zeros((TRACE_TOKENS, rows), np.float32), q8)
+
+
+def _q8_stand_in(qtype: GGMLType, T: int, n: int):
+    """(qs, d, s) of T rows of n activations in 8-bit form, as ops.quantize_activations fills them."""
+    from .kernels import KERNELS
+    return (np.zeros((T, n), np.int8), np.zeros((T, n // KERNELS[qtype].q8_block), np.float32),
+            np.zeros((T, n // 32), np.float32))
 
 
 def _trace_model(path: str) -> None:
