@@ -5,7 +5,7 @@
     state = c.start()                                      # per generation (the sampler does this)
     state.allows(token) -> bool; state.mask() -> bool [n_vocab]; state.advance(token) -> complete?
 
-Why llguidance (docs/constraints.md has the measurements): it computes the allowed-token mask over a
+Why llguidance (docs/CONSTRAINTS.md has the measurements): it computes the allowed-token mask over a
 262k vocabulary in ~30 us a token (an Earley parser over a token trie, lexemes compiled lazily), it
 compiles a schema in about a millisecond, reads JSON Schema, Lark and (through its converter) llama.cpp's
 GBNF, has lazy grammars for tool calls that start anywhere in free text, and bounds its own work per
@@ -208,7 +208,7 @@ def compile_grammar(grammar: str, vocab, param: str) -> "Constraint":
 
 
 def _first_lines(message: str, limit: int = 400) -> str:
-    message = message.strip()
+    message = message.replace("<non-verbose/>", "").strip()    # llguidance's mark of a shortened error
     return message if len(message) <= limit else message[:limit] + "..."
 
 
@@ -256,5 +256,8 @@ class ConstraintState:
 
     def _raise_on_error(self) -> None:
         if self._m.is_error():
-            raise ConstraintError(f"'{self.param}' could not be followed: {_first_lines(self._m.get_error())}",
-                                  self.param)
+            message = _first_lines(self._m.get_error())
+            if any(w in message for w in ("too many", "fuel", "limit", "too big")):
+                # one of LIMITS ran out while decoding: a grammar too costly to follow
+                message += " (the grammar needs more work per token than this server allows: simplify it)"
+            raise ConstraintError(f"'{self.param}' could not be followed: {message}", self.param)

@@ -260,7 +260,7 @@ async def create_message(request: Request) -> Response:
         return client_gone()
     done = events[-1]
     if isinstance(done, Failed):
-        raise APIError(500, done.message)
+        raise done.error()
     pieces = events[:-1]
     text = "".join(p.text for p in pieces)
     stop = api_native.stop_type(st.engine.model.tokenizer, pieces, done.finish_reason, text, req.chat.gen.stop)
@@ -310,7 +310,7 @@ async def _stream(request: Request, job, plan, req: MessagesRequest, msg_id: str
 
     async for item in job.stream():
         if isinstance(item, Failed):
-            yield event("error", error_body(APIError(500, item.message)))
+            yield event("error", error_body(item.error()))
             return
         if isinstance(item, Done):
             for e in (calls.finish() if calls is not None else []):

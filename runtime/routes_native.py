@@ -162,7 +162,7 @@ async def _complete(request: Request, req: api_native.CompletionRequest, prompts
         if events is None:
             return client_gone()
         if isinstance(events[-1], Failed):
-            raise APIError(500, events[-1].message, type="server_error")
+            raise events[-1].error()
         results.append(_final(request, req, index, ids, events[:-1], events[-1], whole=True))
     return JSONResponse(results[0] if len(results) == 1 else results)
 
@@ -177,7 +177,7 @@ async def _stream(request: Request, req: api_native.CompletionRequest, runs: lis
         pieces = []
         async for item in jobs[-1].stream():
             if isinstance(item, Failed):
-                yield sse({"error": APIError(500, item.message, type="server_error").body()["error"]})
+                yield sse(item.error().body())
                 return
             if isinstance(item, Done):
                 yield sse(_final(request, req, index, ids, pieces, item, whole=False))

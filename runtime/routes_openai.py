@@ -147,7 +147,7 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
             return client_gone()
         last = events[-1]
         if isinstance(last, Failed):
-            return JSONResponse(APIError(500, last.message, type="server_error").body(), status_code=500)
+            return JSONResponse(last.error().body(), status_code=last.status)
         pieces = events[:-1]
         text = "".join(p.text for p in pieces)
         choice = {"index": index, "finish_reason": last.finish_reason,
@@ -233,7 +233,7 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
                                             "logprobs": None, "finish_reason": None}], **extra})
         async for item in jobs[-1].stream():
             if isinstance(item, Failed):
-                yield sse(APIError(500, item.message, type="server_error").body())
+                yield sse(item.error().body())
                 yield "data: [DONE]\n\n"
                 return
             if isinstance(item, Done):

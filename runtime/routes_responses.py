@@ -219,7 +219,7 @@ async def create_response(request: Request) -> Response:
         return client_gone()
     done = events[-1]
     if isinstance(done, Failed):
-        raise APIError(500, done.message, type="server_error")
+        raise done.error()
     status = "completed" if done.finish_reason == "stop" else "incomplete"
     text, calls = "".join(p.text for p in events[:-1]), []
     parser = plan.parser()
@@ -289,7 +289,7 @@ async def _stream(request: Request, job, plan, req: ResponsesRequest, resp_id: s
 
     async for item in job.stream():
         if isinstance(item, Failed):
-            yield _sse(seq, "error", {"code": "server_error", "message": item.message, "param": None})
+            yield _sse(seq, "error", {"code": item.error().type, "message": item.message, "param": item.param})
             return
         if isinstance(item, Done):
             status = "completed" if item.finish_reason == "stop" else "incomplete"

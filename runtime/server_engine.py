@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .api_schema import APIError, GenOptions
+from .constraint import ConstraintError
 from .generate import Completion, Piece, common_prefix, keep_positions, shift_amounts
 from .model import Buffers, KVCache
 from .sampler import Sampler
@@ -62,7 +63,16 @@ class Done:
 
 @dataclass
 class Failed:
+    """The last event of a job that could not finish. status 400 (with `param`, the request field) when
+    the request itself broke down while generating (its grammar ran out of its per-token budget), 500 for
+    a fault of ours."""
     message: str
+    status: int = 500
+    param: str | None = None
+
+    def error(self) -> APIError:
+        return APIError(self.status, self.message, param=self.param,
+                        type="server_error" if self.status >= 500 else "invalid_request_error")
 
 
 @dataclass(frozen=True)
@@ -335,7 +345,13 @@ class Engine:
             c.finish_reason = "length"
             self._finish(slot)
             return
-        piece: Piece = c.step(logits, slot.tokens)
+        try:
+            piece: Piece = c.step(logits, slot.tokens)
+        except ConstraintError as e:     # this request's grammar broke down: it alone fails, with a 400
+            log.info("constraint failed after %d tokens: %s", c.n_generated, e)
+            t.job.emit(Failed(str(e), 400, e.param))
+            self._release(slot)
+            return
         c.t_generate = now - t.t_first
         if c.finish_reason is None and len(slot.tokens) >= self.n_ctx:   # no room for the new token
             n_keep, n_discard = shift_amounts(len(slot.tokens), self.n_ctx, self._n_keep(t))

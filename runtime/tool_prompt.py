@@ -1,7 +1,7 @@
 """Conversations with tools -> the messages and `tools` a chat template is rendered with.
 
-    plan = plan_tools(template, request)          # which CallFormat, and whether the template renders tools
-    messages, extra = template_messages(template, messages, request, plan.fmt)
+    fmt = call_format(template)                   # the CallFormat the template implies (GENERIC if none)
+    messages, extra = template_messages(template, messages, request, fmt)
     template.render(messages, **extra)            # extra = {"tools": [...]} for templates that read them
 
 Hugging Face templates read `tools` (OpenAI's [{"type": "function", "function": {...}}]), assistant

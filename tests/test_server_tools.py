@@ -6,6 +6,8 @@ llama.cpp's `json_schema` / `grammar` on /v1/completions; logit_bias; and the 40
 from __future__ import annotations
 
 import json
+import re
+import threading
 
 import jsonschema
 import openai
@@ -108,9 +110,12 @@ def test_named_tool_choice(client):
     assert len({calls[0].id}) == 1 and calls[0].id.startswith("call_")
 
 
-def test_tool_choice_none_and_auto_answer_in_text(client):
+@pytest.mark.parametrize("choice", ["none", "auto"])
+def test_tool_choice_none_and_auto_answer_in_text(client, choice):
+    """"none" shows the model no tools; under "auto" a greeting gets a text answer (the lazy grammar lets
+    free text through until a call opens)."""
     r = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hi."}],
-                                       tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=20,
+                                       tools=[WEATHER], tool_choice=choice, temperature=0, max_tokens=20,
                                        extra_body=FRESH)
     assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
     assert r.choices[0].finish_reason in ("stop", "length")
@@ -237,3 +242,73 @@ def test_gemma_json_schema(gemma_client):
         model="any", messages=[{"role": "user", "content": "Invent a person."}], temperature=0, max_tokens=60,
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
     jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+
+
+# ---- several slots at once (--parallel) --------------------------------------------------------------
+
+HOSTILE_SCHEMA = {"type": "string", "pattern": "^(.{0,80}){0,80}x$"}   # exceeds the per-token budget at once
+PARALLEL = {   # name -> (request, stream): each slot has its own grammar state, parser and sampler
+    "schema": (dict(messages=[{"role": "user", "content": "Invent a person with a name and an age."}],
+                    response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+                    temperature=0.8, seed=7, max_tokens=60), False),
+    "tools": (dict(messages=ASK, tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False,
+                   temperature=0, max_tokens=60),
+              True),
+    "grammar": (dict(messages=[{"role": "user", "content": "List three fruits."}], temperature=0.8, seed=3,
+                     max_tokens=40, extra_body={"grammar": 'root ::= item ("," " "? item){2}\nitem ::= [a-z]+'}),
+                True),
+    "hostile": (dict(messages=[{"role": "user", "content": "Write a sentence."}], temperature=0, max_tokens=40,
+                     extra_body={"json_schema": HOSTILE_SCHEMA}), False),
+}
+
+
+def outcome(client, request, stream):
+    """(content, [(name, arguments)], finish_reason), or the refusal as (status, param, names the limit)."""
+    kw = dict(model="any", **request)
+    kw["extra_body"] = {**FRESH, **kw.get("extra_body", {})}
+    try:
+        if stream:
+            content, calls, finish = streamed_calls(client.chat.completions.create(stream=True, **kw))
+            return content, [(c["name"], c["arguments"]) for c in calls], finish
+        choice = client.chat.completions.create(**kw).choices[0]
+        calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or ()]
+        return choice.message.content, calls, choice.finish_reason
+    except openai.APIStatusError as e:
+        return e.status_code, e.body.get("param"), "per token" in e.body.get("message", "")
+
+
+@pytest.fixture(scope="module")
+def four_slots(smollm2_model):
+    server = start_server(smollm2_model, n_slots=4, n_ctx=1024)
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_constraints_and_tool_calls_in_several_slots_at_once(four_slots):
+    """A JSON schema (sampled), a streamed tool call, a GBNF grammar (sampled) and a grammar that breaks
+    down while decoding, all at once: each gets exactly what it gets alone, and the broken one fails alone
+    with a 400 naming its field while the others finish."""
+    client = openai.OpenAI(base_url=four_slots.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    alone = {name: outcome(client, *PARALLEL[name]) for name in PARALLEL}
+    together = {}
+
+    def run(name):
+        together[name] = outcome(client, *PARALLEL[name])
+    threads = [threading.Thread(target=run, args=(name,)) for name in PARALLEL]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+    assert four_slots.engine.peak_decoding >= 3      # they really ran in one forward pass
+    content, _, finish = alone["schema"]
+    assert finish == "stop"
+    jsonschema.validate(json.loads(content), PERSON)
+    _, calls, finish = alone["tools"]
+    assert finish == "tool_calls" and calls
+    for name, arguments in calls:
+        tool = next(t for t in (WEATHER, TIME) if t["function"]["name"] == name)
+        jsonschema.validate(json.loads(arguments), tool["function"]["parameters"])
+    assert re.fullmatch(r"[a-z]+(, ?[a-z]+){2}", alone["grammar"][0]), alone["grammar"]
+    assert alone["hostile"] == (400, "json_schema", True)
