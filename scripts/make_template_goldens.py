@@ -19,6 +19,8 @@ on and off. Cases:
   Hermes 2 Pro, Llama 3.1/3.2 and Mistral Nemo), rendered by `Jinja2ChatFormatter` with `tools` and
   with conversations that hold tool calls and tool results (TOOL_CONVERSATIONS: the messages as
   Hugging Face templates take them, arguments as objects). No token ids: these are not our GGUFs.
+- `tool_token_cases`: the same tool conversations through the templates of the vocabulary GGUFs that
+  render tool calls natively (TOOL_TOKEN_VOCABS), with llama.cpp's token ids.
 
 Each prompt also records its token ids as llama.cpp makes them: llama-cpp-python's chat handler
 (special tokens parsed, no BOS added: the template writes it) for Jinja cases, and llama.cpp's
@@ -154,6 +156,28 @@ TOOL_TEMPLATES = {   # file in data/templates -> (bos_token, eos_token) of that 
 }
 
 
+# Vocabulary GGUFs whose own template writes tool calls in a format we render natively (Qwen 3: Hermes,
+# Mistral 7B v0.3: [TOOL_CALLS]): their tool conversations are recorded with llama.cpp's token ids too.
+# (tekken-vocab carries Ministral 3's template, whose [ARGS] calls we treat as generic; phi4mini-vocab's
+# template shows tools but not past calls.)
+TOOL_TOKEN_VOCABS = ("qwen3-vocab", "mistral-vocab")
+
+
+def tool_token_cases(vocabs: dict) -> dict:
+    """TOOL_CONVERSATIONS with TOOLS through each vocabulary GGUF's own template, as llama-cpp-python's
+    chat handler renders and tokenizes them (special tokens parsed, no BOS added: the template writes it)."""
+    cases = {}
+    for name in TOOL_TOKEN_VOCABS:
+        llm, template, bos, eos = vocabs[name]
+        renders = []
+        for conv, messages in TOOL_CONVERSATIONS.items():
+            for agp in (True, False):
+                r = with_ids(llm, render_jinja(template, bos, eos, messages, agp, tools=TOOLS), add_bos=False)
+                renders.append({"conversation": conv, "add_generation_prompt": agp, **r})
+        cases[name] = {"model": name, "renders": renders}
+    return cases
+
+
 def tool_cases():
     cases = {}
     for name, (bos, eos) in TOOL_TEMPLATES.items():
@@ -230,9 +254,9 @@ def main():
     for path in sorted(glob.glob(os.path.join(ROOT, "data", "vocab", "*.gguf"))):
         models[os.path.splitext(os.path.basename(path))[0]] = path
 
-    cases = {}
+    cases, vocabs = {}, {}
     for name, path in models.items():
-        llm, template, bos, eos = llama_cpp_vocab(path)
+        llm, template, bos, eos = vocabs[name] = llama_cpp_vocab(path)
         plans = []
         if template is not None:
             plans.append((name, "gguf", template))
@@ -261,7 +285,8 @@ def main():
     import llama_cpp
     out = {"generator": "scripts/make_template_goldens.py", "llama_cpp_python": llama_cpp.__version__,
            "fixed_now": FIXED_NOW, "conversations": CONVERSATIONS, "cases": cases,
-           "tools": TOOLS, "tool_conversations": TOOL_CONVERSATIONS, "tool_cases": tool_cases()}
+           "tools": TOOLS, "tool_conversations": TOOL_CONVERSATIONS, "tool_cases": tool_cases(),
+           "tool_token_cases": tool_token_cases(vocabs)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8", newline="\n") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)

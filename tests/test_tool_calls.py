@@ -3,6 +3,7 @@ format each template implies, OpenAI messages -> template messages, the call gra
 vocabulary, and the parser, whole and streamed in any chunking."""
 from __future__ import annotations
 
+import functools
 import json
 import random
 from datetime import datetime
@@ -10,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from conftest import GOLDENS, ROOT
-from runtime.chat_template import CHATML, ChatTemplate
+from runtime.chat_template import CHATML, ChatTemplate, chat_prompt_ids
 from runtime.constraint import Spec, compile_spec, vocabulary
 from runtime.tool_calls import (GENERIC, HERMES, LLAMA3, MISTRAL, CallArgs, CallFormat, CallParser, CallStart,
                                 Content, Function, ToolRequest, call_grammar)
@@ -329,6 +330,24 @@ def test_real_vocabulary_round_trip(vocab, reply, fmt):
     assert complete or any(state.allows(e) for e in model.tokenizer.eog_ids)
     assert complete == (fmt is MISTRAL)       # after "]" nothing may follow; after </tool_call> another call may
     assert parser.content == (reply[:reply.index("<tool_call>")] if fmt is HERMES else "")
+
+
+@functools.lru_cache(maxsize=None)
+def vocab_model(name: str) -> VocabOnly:
+    return VocabOnly(ROOT / "data" / "vocab" / f"{name}.gguf")
+
+
+@pytest.mark.parametrize("name,render", [
+    pytest.param(name, r, id=f"{name}-{r['conversation']}-{'gen' if r['add_generation_prompt'] else 'nogen'}")
+    for name, c in GOLDEN["tool_token_cases"].items() for r in c["renders"]])
+def test_tool_prompt_ids_match_llama_cpp(name, render):
+    """A conversation with tools, calls and results, as an OpenAI client sends it, through the prompt path
+    of plan_chat, gives llama.cpp's token ids for the same conversation through the same template."""
+    model = vocab_model(name)
+    t = ChatTemplate.for_model(model)
+    messages, extra = template_messages(t, openai_shaped(GOLDEN["tool_conversations"][render["conversation"]]),
+                                        TOOLS, call_format(t))
+    assert chat_prompt_ids(model, t, messages, render["add_generation_prompt"], **extra) == render["prompt_ids"]
 
 
 def test_tool_use_template_from_the_gguf():
