@@ -8,7 +8,8 @@ For each model, runs alternate between unconstrained and json_object generation 
 (greedy by default, else llama.cpp's other sampling defaults with --temperature and a fixed seed; the
 same chat prompt, cache not reused), and report per run the decode rate ((n - 1) / decode
 time, as llama.cpp's timings count it) and the time spent in the sampler per token (Sampler.sample +
-accept: the constraint's whole cost lives there). Prints the medians, the spread, and the ratio
+accept: the constraint's whole cost lives there), and the process's CPU time per decoded token (all
+threads; it moves much less with the machine's load than the wall-clock rate). Prints the medians, the spread, and the ratio
 constrained / unconstrained. The machine's load is printed beside them: run it on a quiet machine.
 """
 from __future__ import annotations
@@ -58,10 +59,13 @@ def run(model, session, ids, constraint, max_tokens, temperature=0.0):
     TimedSampler.spent = 0.0
     g = generate_module.generate(model, session, ids, SamplingParams(temperature=temperature, seed=1),
                                  max_tokens=max_tokens, constraint=constraint)
+    cpu0 = None
     for _ in g:
-        pass
+        if cpu0 is None:          # the first token is out: from here on, one decode step per token
+            cpu0 = time.process_time()
     n = g.n_generated
-    return (n - 1) / g.t_generate, TimedSampler.spent / n * 1e3, n
+    cpu_ms = (time.process_time() - cpu0) / max(n - 1, 1) * 1e3
+    return (n - 1) / g.t_generate, TimedSampler.spent / n * 1e3, n, cpu_ms
 
 
 def main():
@@ -92,21 +96,27 @@ def main():
         rates = {"none": [], "json_object": []}
         sampler_ms = {"none": [], "json_object": []}
         lengths = {"none": [], "json_object": []}
+        cpu = {"none": [], "json_object": []}
         for _ in range(args.repeats):
             for kind, c in (("none", None), ("json_object", constraint)):
-                rate, ms, n = run(model, session, ids, c, args.tokens, args.temperature)
+                rate, ms, n, cpu_ms = run(model, session, ids, c, args.tokens, args.temperature)
                 rates[kind].append(rate)
                 sampler_ms[kind].append(ms)
                 lengths[kind].append(n)
+                cpu[kind].append(cpu_ms)
         print(f"{name} (temperature {args.temperature:g}): vocab {model.config.vocab_size}, vocabulary built in "
               f"{t_vocab:.2f} s, json_object compiled in {t_compile * 1e3:.1f} ms; load average {os.getloadavg()[0]:.1f}")
         for kind in rates:
             r = rates[kind]
             print(f"  {kind:12s} decode {statistics.median(r):6.1f} tok/s (min {min(r):.1f}, max {max(r):.1f}), "
-                  f"sampler {statistics.median(sampler_ms[kind]):.3f} ms/token, tokens {lengths[kind]}")
+                  f"CPU {statistics.median(cpu[kind]):.2f} ms/token (min {min(cpu[kind]):.2f}, max "
+                  f"{max(cpu[kind]):.2f}), sampler {statistics.median(sampler_ms[kind]):.3f} ms/token, "
+                  f"tokens {lengths[kind]}")
         ratio = statistics.median(rates["json_object"]) / statistics.median(rates["none"])
         pairs = [c / u for c, u in zip(rates["json_object"], rates["none"])]
         print(f"  ratio json_object / none: {ratio:.3f} (per pair: {', '.join(f'{p:.2f}' for p in pairs)})")
+        cpu_ratio = statistics.median(cpu["none"]) / statistics.median(cpu["json_object"])
+        print(f"  ratio by CPU time per token (none / json_object, steadier on a loaded machine): {cpu_ratio:.3f}")
 
 
 if __name__ == "__main__":
