@@ -6,8 +6,8 @@ CI never runs this):
 
     /work/llcpp/bin/python scripts/make_kernel_goldens.py     # -> data/goldens/vec_dot_x86.npz
 
-For each weight type whose llama.cpp product is ggml_vec_dot on x86 (Q4_1 Q5_0 Q5_1 Q8_0 Q5_K Q6_K; Q4_0
-and Q4_K are repacked into 8-row groups on AVX2 machines and multiplied by ggml_gemv/gemm_*_8x8, whose
+For each weight type whose llama.cpp product is ggml_vec_dot on x86 (Q4_1 Q5_0 Q5_1 Q8_0 Q5_K Q6_K IQ4_XS; Q4_0
+and Q4_K (and IQ4_NL) are repacked into 8-row groups on AVX2 machines and multiplied by ggml_gemv/gemm_*_8x8, whose
 arithmetic runtime/kernels/intdot.py follows and the model goldens check) it draws ROWS
 random rows of N weights (random bytes, fp16 scales set to realistic values) and one activation vector
 x, then calls, through ctypes into llama-cpp-python's libggml-cpu:
@@ -39,6 +39,7 @@ TYPES = {
     "Q4_1": ("q4_1_q8_1", "q8_1", 36), "Q5_0": ("q5_0_q8_0", "q8_0", 34),
     "Q5_1": ("q5_1_q8_1", "q8_1", 36), "Q8_0": ("q8_0_q8_0", "q8_0", 34),
     "Q5_K": ("q5_K_q8_K", "q8_K", 292), "Q6_K": ("q6_K_q8_K", "q8_K", 292),
+    "IQ4_XS": ("iq4_xs_q8_K", "q8_K", 292),
 }
 
 

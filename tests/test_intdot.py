@@ -96,7 +96,7 @@ def test_q8_matvec_against_reference(qtype):
     assert_close(out, reference_q8(w, qs[0], d[0], s[0]))
 
 
-VEC_DOT_TYPES = [t for t in Q8_TYPES if t not in (GGMLType.Q4_0, GGMLType.Q4_K)]   # not repacked
+VEC_DOT_TYPES = [t for t in Q8_TYPES if t not in (GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.IQ4_NL)]   # not repacked
 
 
 @pytest.mark.skipif(not X86_EXACT, reason="ggml's x86 arithmetic: needs a target with AVX2 or VNNI")

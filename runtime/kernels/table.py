@@ -77,8 +77,11 @@ KERNELS: dict[GGMLType, TypeKernels] = {
     GGMLType.Q6_K: TypeKernels(kquants.matvec_q6_k, kquants.matmul_q6_k, kquants.get_rows_q6_k, F16,
                                matvec_q8=intdot.matvec_q6_k_q8,
                                matmul_q8=intgemm.matmul_q6_k_q8, q8_block=256),
-    GGMLType.IQ4_NL: TypeKernels(iq4.matvec_iq4_nl, iq4.matmul_iq4_nl, iq4.get_rows_iq4_nl, F16),
-    GGMLType.IQ4_XS: TypeKernels(iq4.matvec_iq4_xs, iq4.matmul_iq4_xs, iq4.get_rows_iq4_xs, F16),
+    GGMLType.IQ4_NL: TypeKernels(iq4.matvec_iq4_nl, iq4.matmul_iq4_nl, iq4.get_rows_iq4_nl, F16,
+                                 matvec_q8=iq4.matvec_iq4_nl_q8, matmul_q8=iq4.matmul_iq4_nl_q8),
+    GGMLType.IQ4_XS: TypeKernels(iq4.matvec_iq4_xs, iq4.matmul_iq4_xs, iq4.get_rows_iq4_xs, F16,
+                                 matvec_q8=iq4.matvec_iq4_xs_q8, matmul_q8=iq4.matmul_iq4_xs_q8,
+                                 q8_block=256),
 }
 
 

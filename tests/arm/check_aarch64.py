@@ -11,7 +11,8 @@ Checks (sizes kept small: emulation is 20-50x slower than the host, and compilin
                     `runtime.quants.dequantize` (and whether it is bit-exact)
   matvec[T]         kernels.matvec against float64 W @ x on the reference-dequantized W
   matmul[T]         kernels.matmul (the prefill GEMM) against float64 x @ W^T
-  q8matvec[T]       Q8_0 and Q4_K: the integer dot product (`sdot`) against float64 W @ (qs * d), when
+  q8matvec[T]       Q8_0, Q4_K, IQ4_NL and IQ4_XS (levels by `tbl`): the integer dot product (`sdot`)
+                    against float64 W @ (qs * d), when
                     the compile target has the dot-product extension (run_arm_tests.sh runs these a
                     second time with NUMBA_CPU_FEATURES=+neon,+dotprod; qemu executes sdot)
   logits[smollm2]   SmolLM2-135M's next-token logits for one short prompt against llama.cpp's
@@ -221,7 +222,7 @@ def all_checks(args) -> list[tuple[str, object]]:
         checks += [(f"dequant[{t.name}]", lambda t=t, i=i: check_dequant(t, 100 + i)),
                    (f"matvec[{t.name}]", lambda t=t, i=i: check_matvec(t, 200 + i)),
                    (f"matmul[{t.name}]", lambda t=t, i=i: check_matmul(t, 300 + i))]
-    for i, t in enumerate((GGMLType.Q8_0, GGMLType.Q4_K)):
+    for i, t in enumerate((GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.IQ4_NL, GGMLType.IQ4_XS)):
         checks.append((f"q8matvec[{t.name}]", lambda t=t, i=i: check_q8_matvec(t, 400 + i)))
     return [(name, c) for name, c in checks if args.only in name]
 
