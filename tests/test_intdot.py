@@ -137,7 +137,7 @@ def test_matvec_batch_rows_equal_matvec(qtype):
     single = np.empty((8, w.n_rows), np.float32)
     for b in range(8):
         kernels.matvec(w, X[b], single[b], None if q8 is None else tuple(a[b] for a in q8))
-    for B in (1, 3, 8):
+    for B in (1, 2, 3, 4, 5, 6, 7, 8):
         out = np.full((B, w.n_rows), np.nan, np.float32)
         kernels.matvec_batch(w, X[:B], out, None if q8 is None else tuple(a[:B] for a in q8))
         np.testing.assert_array_equal(out.view(np.uint32), single[:B].view(np.uint32))

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
+from numba import types
 from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .jit import has_feature, njit, prange
-from .vector_ir import F32, I8, I32, I64, V16I32, fma, hsum, load, load_f16, row_dot, splat
+from .vector_ir import (F32, I8, I32, I64, V16I32, contiguous, fma, hsum, load, load_f16, row_dot,
+                        splat)
 
 V8I32, V4I32 = ir.VectorType(I32, 8), ir.VectorType(I32, 4)
 V8F = ir.VectorType(F32, 8)
@@ -140,7 +143,7 @@ def _unpack_q8_0(b, blk):
     return _load32(b, blk, 2), True, 0, load_f16(b, blk, 0), None
 
 
-def _dot_q8_0_blocks(block_bytes, unpack, repacked=False):
+def _dot_q8_0_blocks(block_bytes, unpack, repacked=False, n_vec=1):
     """Intrinsic dot(row, qs, d, aux) -> float32 for a 32-weight type: row uint8 [nb * block_bytes],
     qs int8 [nb * 32], d float32 [nb]; aux is Q8_1's s float32 [nb] for the types with a min (Q4_1,
     Q5_1), else the sums of qs per 4 values, int32 [nb * 8], which take the zero point out lane by lane.
@@ -148,42 +151,83 @@ def _dot_q8_0_blocks(block_bytes, unpack, repacked=False):
     exact integer sum over its weights 4j .. 4j + 3, acc = fma(d_w * d_x, float(lane), acc) per block,
     the 8 lanes summed by halves, then + sum of fma(m, s) for the mins. `repacked` (Q4_0, which
     llama.cpp repacks into 8-row groups on AVX2 machines and multiplies in ggml_gemv/gemm_q4_0_8x8_q8_0):
-    acc = fma(float(integer sum of the block), d_w * d_x, acc), one float per row."""
+    acc = fma(float(integer sum of the block), d_w * d_x, acc), one float per row.
+    n_vec > 1: dot(row, qs, d, aux, j) -> n_vec float32, the dots of the row with vectors j ..
+    j + n_vec - 1 of qs [B, n], d, aux [B, ...]: each block is unpacked once for all of them, and
+    each result has the bits of the single dot (batch_dot)."""
     def codegen(context, builder, sig, args):
         b = builder
-        rp, qp, dp, ap = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
-        nb = b.udiv(context.make_array(sig.args[1])(context, b, args[1]).nitems, _c(I64, 32))
-        facc = cgutils.alloca_once_value(b, _c(V8F, 0.0))
-        mtot = cgutils.alloca_once_value(b, _c(F32, 0.0))
+        rp, vecs, n = _operands(context, b, sig, args, n_vec)
+        nb = b.udiv(n, _c(I64, 32))
+        facc = [cgutils.alloca_once_value(b, _c(V8F, 0.0)) for _ in vecs]
+        mtot = [cgutils.alloca_once_value(b, _c(F32, 0.0)) for _ in vecs]
         with cgutils.for_range(b, nb) as loop:
             i = loop.index
             blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
-            q = _load32(b, b.gep(qp, [b.mul(i, _c(I64, 32))]), 0)
             u, signed, o, dw, m = unpack(b, blk)
             if signed and int_dot() in ("avx512vnni", "avxvnni"):
                 o = 128                           # idot_signed's w + 128
-            init = _c(V8I32, 0)
-            if o:                                 # - o * (sum of q over each lane's 4 values)
-                init = b.mul(load(b, b.gep(ap, [b.mul(i, _c(I64, 8))]), 0, V8I32, 4), _c(V8I32, -o))
-            acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
-            dx = b.load(b.gep(dp, [i]))
-            if repacked:
-                b.store(fma(b, b.sitofp(hsum(b, acc), F32), b.fmul(dw, dx), b.load(mtot)), mtot)
-            else:
-                b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(facc)), facc)
-            if m is not None:
-                b.store(fma(b, m, b.load(b.gep(ap, [i])), b.load(mtot)), mtot)
+            for (qp, dp, ap), fa, mt in zip(vecs, facc, mtot):
+                q = _load32(b, b.gep(qp, [b.mul(i, _c(I64, 32))]), 0)
+                init = _c(V8I32, 0)
+                if o:                             # - o * (sum of q over each lane's 4 values)
+                    init = b.mul(load(b, b.gep(ap, [b.mul(i, _c(I64, 8))]), 0, V8I32, 4), _c(V8I32, -o))
+                acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
+                dx = b.load(b.gep(dp, [i]))
+                if repacked:
+                    b.store(fma(b, b.sitofp(hsum(b, acc), F32), b.fmul(dw, dx), b.load(mt)), mt)
+                else:
+                    b.store(fma(b, splat(b, b.fmul(dw, dx), V8F), b.sitofp(acc, V8F), b.load(fa)), fa)
+                if m is not None:
+                    b.store(fma(b, m, b.load(b.gep(ap, [i])), b.load(mt)), mt)
         if repacked:
-            return b.load(mtot)
-        return b.fadd(hsum(b, b.load(facc)), b.load(mtot))
-    return row_dot(codegen, 4)
+            res = [b.load(mt) for mt in mtot]
+        else:
+            res = [b.fadd(hsum(b, b.load(fa)), b.load(mt)) for fa, mt in zip(facc, mtot)]
+        return _results(context, b, sig, res)
+    return row_dot(codegen, 4) if n_vec == 1 else batch_dot(codegen, n_vec)
 
 
-dot_q4_0 = _dot_q8_0_blocks(18, _unpack_q4_0, repacked=True)
-dot_q4_1 = _dot_q8_0_blocks(20, _unpack_q4_1)
-dot_q5_0 = _dot_q8_0_blocks(22, _unpack_q5_0)
-dot_q5_1 = _dot_q8_0_blocks(24, _unpack_q5_1)
-dot_q8_0 = _dot_q8_0_blocks(34, _unpack_q8_0)
+def _operands(context, b, sig, args, n_vec):
+    # (row pointer, [(qs, d, aux) pointers of each vector], n): one vector's 1-d arrays (n_vec = 1),
+    # else rows j .. j + n_vec - 1 of 2-d [B, ...] arrays (args row, qs, d, aux, j)
+    rp = context.make_array(sig.args[0])(context, b, args[0]).data
+    arrays = [context.make_array(t)(context, b, a) for t, a in zip(sig.args[1:4], args[1:4])]
+    if n_vec == 1:
+        return rp, [tuple(a.data for a in arrays)], arrays[0].nitems
+    j0 = b.sext(args[4], I64) if args[4].type.width < 64 else args[4]
+    cols = [cgutils.unpack_tuple(b, a.shape)[1] for a in arrays]
+    vecs = [tuple(b.gep(a.data, [b.mul(b.add(j0, _c(I64, j)), c)]) for a, c in zip(arrays, cols))
+            for j in range(n_vec)]
+    return rp, vecs, cols[0]
+
+
+def _results(context, b, sig, res):
+    return res[0] if len(res) == 1 else context.make_tuple(b, sig.return_type, res)
+
+
+def batch_dot(codegen, n_vec):
+    """An intrinsic `dot(row, qs, d, aux, j) -> UniTuple(float32, n_vec)`: row uint8 1-d, qs/d/aux
+    C-contiguous 2-d [B, ...], j an integer (the first of the n_vec vectors), body `codegen`."""
+    @intrinsic
+    def dot(typingctx, row, qs, d, aux, j):
+        ok = (contiguous(row) and all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+                                      for a in (qs, d, aux)) and isinstance(j, types.Integer))
+        return (types.UniTuple(types.float32, n_vec)(row, qs, d, aux, j), codegen) if ok else None
+    return dot
+
+
+def _variants(make, *args, **kwargs):
+    # (dot of one vector, of 2 vectors, of 4 vectors): a decode batch's vectors in fours, then a two,
+    # then a one (B = 1..8: each block unpacked ceil(B / 4) + 1 times at most, instead of B times)
+    return tuple(make(*args, n_vec=k, **kwargs) for k in (1, 2, 4))
+
+
+dot_q4_0, dot2_q4_0, dot4_q4_0 = _variants(_dot_q8_0_blocks, 18, _unpack_q4_0, repacked=True)
+dot_q4_1, dot2_q4_1, dot4_q4_1 = _variants(_dot_q8_0_blocks, 20, _unpack_q4_1)
+dot_q5_0, dot2_q5_0, dot4_q5_0 = _variants(_dot_q8_0_blocks, 22, _unpack_q5_0)
+dot_q5_1, dot2_q5_1, dot4_q5_1 = _variants(_dot_q8_0_blocks, 24, _unpack_q5_1)
+dot_q8_0, dot2_q8_0, dot4_q8_0 = _variants(_dot_q8_0_blocks, 34, _unpack_q8_0)
 
 
 # ---- the K-quants against Q8_K activations ----------------------------------------------------------
@@ -246,7 +290,8 @@ def _pair_sums(b, v16):
     return b.add(even, odd)
 
 
-def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False, repacked=False):
+def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False, repacked=False,
+              n_vec=1):
     """Intrinsic dot(row, qs, d, s) -> float32 for a K-quant: row uint8 [nsb * block_bytes],
     qs int8 [nsb * 256], d float32 [nsb], s int32 [nsb * 16] (sums of qs per 16: Q8_K's bsums).
     The arithmetic of ggml_vec_dot_q*_K_q8_K on x86: 8 integer lanes collect scale_g * (sum over 4
@@ -255,54 +300,65 @@ def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False,
     Q6_K's zero point 32 (zero_point) leaves lane k as 32 (sc_2k S_2k + sc_2k+1 S_2k+1).
     `repacked` (Q4_K, which llama.cpp repacks into 8-row groups on AVX2 machines and multiplies in
     ggml_gemv/gemm_q4_K_8x8_q8_K): per super-block acc = fma(float(sum_g sc_g I_g), d_w * d_x, acc)
-    and macc = fma(float(sum_g m_g S_g), dmin * d_x, macc), one float each per row; the result acc - macc."""
+    and macc = fma(float(sum_g m_g S_g), dmin * d_x, macc), one float each per row; the result acc - macc.
+    n_vec > 1: n_vec vectors from j on, each group unpacked once for all of them (as _dot_q8_0_blocks)."""
 
     def codegen(context, builder, sig, args):
         b = builder
-        rp, qp, dp, sp = (context.make_array(t)(context, b, a).data for t, a in zip(sig.args, args))
-        nsb = b.udiv(context.make_array(sig.args[1])(context, b, args[1]).nitems, _c(I64, 256))
-        facc = cgutils.alloca_once_value(b, _c(V8F, 0.0))
-        macc = cgutils.alloca_once_value(b, _c(F32, 0.0))
-        mtot = cgutils.alloca_once_value(b, _c(F32, 0.0))
+        rp, vecs, n = _operands(context, b, sig, args, n_vec)
+        nsb = b.udiv(n, _c(I64, 256))
+        facc = [cgutils.alloca_once_value(b, _c(V8F, 0.0)) for _ in vecs]
+        macc = [cgutils.alloca_once_value(b, _c(F32, 0.0)) for _ in vecs]
+        mtot = [cgutils.alloca_once_value(b, _c(F32, 0.0)) for _ in vecs]
         with cgutils.for_range(b, nsb) as loop:
             i = loop.index
             blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
-            qb = b.gep(qp, [b.mul(i, _c(I64, 256))])
-            s16 = load(b, b.gep(sp, [b.mul(i, _c(I64, 16))]), 0, V16I32, 4)
-            isum = _c(V8I32, 0)
-            mins = []
+            qb = [b.gep(qp, [b.mul(i, _c(I64, 256))]) for qp, _, _ in vecs]
+            s16 = [load(b, b.gep(sp, [b.mul(i, _c(I64, 16))]), 0, V16I32, 4) for _, _, sp in vecs]
+            isum = [_c(V8I32, 0) for _ in vecs]
+            mins = [[] for _ in vecs]
             for xo, u, scv, m in groups(b, blk):
-                part = idot(b, _c(V8I32, 0), u, _load32(b, qb, xo))
-                isum = b.add(isum, b.mul(part, scv))
-                if m is not None:                 # min of the 32 values at xo, and their sum of q
-                    g = xo // 16
-                    S = b.add(b.extract_element(s16, _c(I32, g)), b.extract_element(s16, _c(I32, g + 1)))
-                    mins.append(b.mul(m, S))
-            if zero_point:
-                isum = b.sub(isum, b.shl(_pair_sums(b, b.mul(s16, _q6_k_scales(b, blk))), _c(V8I32, 5)))
-            dx = b.load(b.gep(dp, [i]))
+                for v in range(len(vecs)):
+                    part = idot(b, _c(V8I32, 0), u, _load32(b, qb[v], xo))
+                    isum[v] = b.add(isum[v], b.mul(part, scv))
+                    if m is not None:             # min of the 32 values at xo, and their sum of q
+                        g = xo // 16
+                        S = b.add(b.extract_element(s16[v], _c(I32, g)),
+                                  b.extract_element(s16[v], _c(I32, g + 1)))
+                        mins[v].append(b.mul(m, S))
             d = load_f16(b, blk, d_offset)
+            for v, (_, dp, _) in enumerate(vecs):
+                if zero_point:
+                    isum[v] = b.sub(isum[v], b.shl(_pair_sums(b, b.mul(s16[v], _q6_k_scales(b, blk))),
+                                                   _c(V8I32, 5)))
+                dx = b.load(b.gep(dp, [i]))
+                if repacked:
+                    mt = _sum(b, mins[v])
+                    b.store(fma(b, b.sitofp(hsum(b, isum[v]), F32), b.fmul(d, dx), b.load(mtot[v])), mtot[v])
+                    b.store(fma(b, b.sitofp(mt, F32), b.fmul(load_f16(b, blk, dmin_offset), dx),
+                                b.load(macc[v])), macc[v])
+                else:
+                    b.store(fma(b, splat(b, b.fmul(dx, d), V8F), b.sitofp(isum[v], V8F), b.load(facc[v])),
+                            facc[v])
+                    if dmin_offset is not None:      # Q5_K: one running fma of -(d_x * dmin)
+                        nd = b.fneg(b.fmul(dx, load_f16(b, blk, dmin_offset)))
+                        b.store(fma(b, nd, b.sitofp(_sum(b, mins[v]), F32), b.load(mtot[v])), mtot[v])
+        res = []
+        for v in range(len(vecs)):
             if repacked:
-                mt = _sum(b, mins)
-                b.store(fma(b, b.sitofp(hsum(b, isum), F32), b.fmul(d, dx), b.load(mtot)), mtot)
-                b.store(fma(b, b.sitofp(mt, F32), b.fmul(load_f16(b, blk, dmin_offset), dx), b.load(macc)),
-                        macc)
+                res.append(b.fsub(b.load(mtot[v]), b.load(macc[v])))
             else:
-                b.store(fma(b, splat(b, b.fmul(dx, d), V8F), b.sitofp(isum, V8F), b.load(facc)), facc)
-                if dmin_offset is not None:          # Q5_K: one running fma of -(d_x * dmin)
-                    nd = b.fneg(b.fmul(dx, load_f16(b, blk, dmin_offset)))
-                    b.store(fma(b, nd, b.sitofp(_sum(b, mins), F32), b.load(mtot)), mtot)
-        if repacked:
-            return b.fsub(b.load(mtot), b.load(macc))
-        out = hsum(b, b.load(facc))
-        return b.fadd(out, b.load(mtot)) if dmin_offset is not None else out
-    return row_dot(codegen, 4)
+                out = hsum(b, b.load(facc[v]))
+                res.append(b.fadd(out, b.load(mtot[v])) if dmin_offset is not None else out)
+        return _results(context, b, sig, res)
+    return row_dot(codegen, 4) if n_vec == 1 else batch_dot(codegen, n_vec)
 
 
-dot_q4_k = _dot_q8_k(144, _k_groups_q4_k, 0, dmin_offset=2, repacked=True)
-dot_q5_k = _dot_q8_k(176, lambda b, blk: _k_groups_q4_k(b, blk, qh_offset=16, qs_offset=48), 0,
-                     dmin_offset=2)
-dot_q6_k = _dot_q8_k(210, _k_groups_q6_k, 208, zero_point=True)
+dot_q4_k, dot2_q4_k, dot4_q4_k = _variants(_dot_q8_k, 144, _k_groups_q4_k, 0, dmin_offset=2,
+                                           repacked=True)
+dot_q5_k, dot2_q5_k, dot4_q5_k = _variants(
+    _dot_q8_k, 176, lambda b, blk: _k_groups_q4_k(b, blk, qh_offset=16, qs_offset=48), 0, dmin_offset=2)
+dot_q6_k, dot2_q6_k, dot4_q6_k = _variants(_dot_q8_k, 210, _k_groups_q6_k, 208, zero_point=True)
 
 
 # ---- the kernels: up to three W [rows_i, n] times B activation vectors, one parallel launch ----------
@@ -311,7 +367,7 @@ dot_q6_k = _dot_q8_k(210, _k_groups_q6_k, 208, zero_point=True)
 # or n / 256], s float32 [B, n / 32] (Q8_1's s, read by Q4_1 and Q5_1).
 # Row r of vector j is dot(d_i[r], qs[j], d[j], aux[j]) whatever B is and whichever slot: one matrix or
 # three, one vector or a batch give the same bits, and each weight row is read from memory once for all
-# B vectors. Q/K/V or gate/up share one launch (each launch wakes and joins the worker threads).
+# B vectors and unpacked once per four of them (dot4, dot2: the same per-vector arithmetic). Q/K/V or gate/up share one launch (each launch wakes and joins the worker threads).
 # Spelled out per type so numba compiles (and caches) only the types a model uses.
 
 @njit(inline="always")
@@ -345,7 +401,14 @@ def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_0(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q4_0(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q4_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -360,7 +423,14 @@ def matvec_q4_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_1(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q4_1(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q4_1(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -375,7 +445,14 @@ def matvec_q5_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_0(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q5_0(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q5_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -390,7 +467,14 @@ def matvec_q5_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_1(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q5_1(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q5_1(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -405,7 +489,14 @@ def matvec_q8_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q8_0(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q8_0(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q8_0(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -420,7 +511,14 @@ def matvec_q4_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_k(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q4_k(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q4_k(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -435,7 +533,14 @@ def matvec_q5_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_k(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q5_k(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q5_k(w[r], qs[j], d[j], aux[j])
 
 @njit(parallel=True, cache=True)
@@ -450,5 +555,12 @@ def matvec_q6_k_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         else:
             o, w, c0 = o2, d2, c - n0 - n1
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
-            for j in range(qs.shape[0]):
+            j = 0
+            while j + 4 <= qs.shape[0]:
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q6_k(w[r], qs, d, aux, j)
+                j += 4
+            if j + 2 <= qs.shape[0]:
+                o[j, r], o[j + 1, r] = dot2_q6_k(w[r], qs, d, aux, j)
+                j += 2
+            if j < qs.shape[0]:
                 o[j, r] = dot_q6_k(w[r], qs[j], d[j], aux[j])

@@ -14,7 +14,8 @@ Checks (sizes kept small: emulation is 20-50x slower than the host, and compilin
   q8matvec[T]       Q8_0, Q4_K, IQ4_NL and IQ4_XS (levels by `tbl`): the integer dot product (`sdot`)
                     against float64 W @ (qs * d), when
                     the compile target has the dot-product extension (run_arm_tests.sh runs these a
-                    second time with NUMBA_CPU_FEATURES=+neon,+dotprod; qemu executes sdot)
+                    second time with NUMBA_CPU_FEATURES=+neon,+dotprod; qemu executes sdot), for 7
+                    vectors one by one and as a batch (matvec_batch: bit-identical rows)
   logits[smollm2]   SmolLM2-135M's next-token logits for one short prompt against llama.cpp's
                     (data/goldens/logits_smollm2.json)
 
@@ -166,18 +167,24 @@ def check_q8_matvec(qtype, seed: int) -> str:
         return f"compile target has no integer dot product ({intdot.int_dot()}): float kernels, not checked"
     w = random_tensor(qtype, seed)
     n = w.shape[0]
-    x = np.random.default_rng(seed + 1).standard_normal((1, n)).astype(np.float32)
+    B = 7                                     # a decode batch: the kernels' 4-, 2- and 1-vector dots
+    x = np.random.default_rng(seed + 1).standard_normal((B, n)).astype(np.float32)
     block = kernels.KERNELS[qtype].q8_block
-    xr, qs = np.empty_like(x), np.empty((1, n), np.int8)
-    d, s = np.empty((1, n // block), np.float32), np.empty((1, n // 32), np.float32)
+    xr, qs = np.empty_like(x), np.empty((B, n), np.int8)
+    d, s = np.empty((B, n // block), np.float32), np.empty((B, n // 32), np.float32)
     ops.quantize_activations(xr, qs, d, s, x, ops.ACT_KIND[qtype])
-    out = np.full(ROWS, np.nan, np.float32)
-    kernels.matvec(w, xr[0], out, (qs[0], d[0], s[0]))
-    want = dequantize(w.data, qtype, n).astype(np.float64) @ xr[0].astype(np.float64)
-    err = relative_error(out, want)
+    out = np.full((B, ROWS), np.nan, np.float32)
+    for b in range(B):
+        kernels.matvec(w, xr[b], out[b], (qs[b], d[b], s[b]))
+    want = dequantize(w.data, qtype, n).astype(np.float64) @ xr.astype(np.float64).T
+    err = relative_error(out, want.T)
     if err > REL_TOL:
         raise AssertionError(f"relative error {err:.3g} > {REL_TOL:g}")
-    return f"{intdot.int_dot()}, {ROWS}x{n}, relative error {err:.2g}"
+    batch = np.full((B, ROWS), np.nan, np.float32)
+    kernels.matvec_batch(w, xr, batch, (qs, d, s))
+    if not np.array_equal(batch.view(np.uint32), out.view(np.uint32)):
+        raise AssertionError("matvec_batch rows differ from matvec's")
+    return f"{intdot.int_dot()}, {ROWS}x{n}, relative error {err:.2g}, batch of {B} bit-identical"
 
 
 def check_logits(model_path: Path) -> str:
