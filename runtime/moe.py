@@ -68,6 +68,9 @@ class Buffers:
         self.down = z(rows, c.dim)
         self.outs = z(rows, c.n_experts_used, c.dim)   # each position's expert outputs, weighted
         self.ones = np.ones((rows, ff), np.float32)    # the "up" of a gate-less SiLU expert
+        # a decode row in the integer kernels' 8-bit form (qs, d, s), kept across its chosen experts
+        self.x8 = np.zeros(c.dim, np.int8)
+        self.x8ds = np.zeros((2, c.dim // 32), np.float32)
 
 
 def route(probs: np.ndarray, n_used: int, norm: bool, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -133,14 +136,14 @@ def _decode(model, project, E: Experts, xn, out, buf, chosen, weights) -> None:
     g, u, hq, down = buf.gate[:1, :ff], buf.up[:1, :ff], buf.hq[:1, :ff], buf.down[:1]
     kind = ops.ACT_KIND[E.up[0].type] if model.llama_rounding else ops.ACT_F32
     xq = buf.xq[:1]
-    ops.round_activations(xq, xn, kind)
+    q8 = _round_row(xq, xn, kind, model.llama_rounding and kernels.takes_q8(E.up[0].type), buf)
     for slot, e in enumerate(chosen):
         ws = [E.up[e]] if E.gate is None else [E.gate[e], E.up[e]]
         if any(w.type != E.up[0].type for w in ws):            # mixed types: round per product
             _expert(project, None if E.gate is None else E.gate[e], E.up[e], E.down[e], xn, down, buf)
-            ops.round_activations(xq, xn, kind)                 # _expert used xq as its scratch
+            q8 = _round_row(xq, xn, kind, q8 is not None, buf)  # _expert used xq as its scratch
         else:
-            kernels.matvecs(ws, xq[0], [g[0]] if E.gate is None else [g[0], u[0]])
+            kernels.matvecs(ws, xq[0], [g[0]] if E.gate is None else [g[0], u[0]], q8)
             ops.swiglu(g, g, buf.ones[:1, :ff] if E.gate is None else u)
             project(g, hq, ((E.down[e], down),))
         if slot == 0:
@@ -150,6 +153,19 @@ def _decode(model, project, E: Experts, xn, out, buf, chosen, weights) -> None:
     if E.shared is not None:
         _expert(project, *E.shared, xn, down, buf)
         out += down
+
+
+def _round_row(xq, xn, kind, int8: bool, buf: Buffers):
+    # xq [1, dim] = xn rounded for `kind`; with int8 also its 8-bit form (qs [dim], d [dim / 32 or 256],
+    # s [dim / 32]) for the integer kernels, as Model._round makes it for the dense products
+    if not int8:
+        ops.round_activations(xq, xn, kind)
+        return None
+    n = xn.shape[1]
+    nb = n // (32 if kind == ops.ACT_Q8_0 else 256)
+    qs, d, s = buf.x8[None], buf.x8ds[0, None, :nb], buf.x8ds[1, None, :n // 32]
+    ops.quantize_activations(xq, qs, d, s, xn, kind)
+    return qs[0], d[0], s[0]
 
 
 def ffn_ref(E: Experts, xn: np.ndarray, c, dequantize_rows) -> np.ndarray:

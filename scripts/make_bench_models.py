@@ -14,6 +14,10 @@ to Q5_0 / Q5_1 / Q8_0 where a row length is not a multiple of 256). Written to D
                                         source; speed only, the text is noise
     gemma3-270m-{Q5_K_M,Q6_K}.gguf      Gemma 3 270M requantized from the Q4_K_M file
                                         (allow_requantize; speed only)
+    moe-8x2-Q4_K.gguf, moe-dense-Q4_K.gguf
+                                        the cost of routed experts: llama (Mixtral-style), 8 layers,
+                                        dim 1024, 8 experts of width 1024 with 2 used per token, and its
+                                        dense twin of FFN width 2048 (same active width); pure Q4_K
 
 Files that exist are kept. Benchmarks are not tests; nothing here is used by `make test`.
 """
@@ -32,23 +36,28 @@ sys.path.insert(0, str(HERE))
 import fetch_models  # noqa: E402
 from make_synthetic import BOS_ID, EOS_ID, vocabulary  # noqa: E402
 
-QWEN05B = dict(n_layers=24, dim=896, ffn=4864, n_heads=14, n_kv_heads=2, head_dim=64, vocab=151936,
-               rope_base=1e6, eps=1e-6, context=32768)
+QWEN05B = dict(arch="qwen2", n_layers=24, dim=896, ffn=4864, n_heads=14, n_kv_heads=2, head_dim=64,
+               vocab=151936, rope_base=1e6, eps=1e-6, context=32768, qkv_bias=True)
+# the cost of routed experts: one llama (Mixtral-style) model with 8 experts of width 1024, 2 used per
+# token, and its dense twin whose FFN has the same active width (2 x 1024); same attention, small vocab
+MOE_BASE = dict(arch="llama", n_layers=8, dim=1024, n_heads=16, n_kv_heads=4, head_dim=64, vocab=0,
+                rope_base=1e4, eps=1e-5, context=4096, qkv_bias=False)
+MOE_PAIR = {"moe-dense": dict(MOE_BASE, ffn=2048),
+            "moe-8x2": dict(MOE_BASE, ffn=1024, n_experts=8, n_experts_used=2)}
 MIXES = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
          "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K"}
 
 
-def write_qwen05b_f16(path: Path) -> None:
-    """Random-weight qwen2 GGUF in Qwen2.5-0.5B's shapes, F16 (norms and biases F32)."""
+def write_f16(path: Path, c: dict, name: str) -> None:
+    """Random-weight GGUF in the shapes of c (QWEN05B, MOE_PAIR), F16 (norms and biases F32)."""
     import gguf
-    c = QWEN05B
     rng = np.random.default_rng(5)
     tokens, types, merges = vocabulary()
-    n_fill = c["vocab"] - len(tokens)                   # plain filler tokens up to the real vocab size
+    n_fill = max(0, c["vocab"] - len(tokens))           # plain filler tokens up to the real vocab size
     tokens = tokens + [f"<fill_{i}>" for i in range(n_fill)]
     types = types + [4] * n_fill                        # USER_DEFINED
-    w = gguf.GGUFWriter(str(path), arch="qwen2")
-    w.add_name("qwen05b-shaped random")
+    w = gguf.GGUFWriter(str(path), arch=c["arch"])
+    w.add_name(name)
     w.add_file_type(1)                                  # LLAMA_FTYPE_MOSTLY_F16
     w.add_context_length(c["context"])
     w.add_embedding_length(c["dim"])
@@ -67,12 +76,16 @@ def write_qwen05b_f16(path: Path) -> None:
     w.add_bos_token_id(BOS_ID)
     w.add_eos_token_id(EOS_ID)
     w.add_add_bos_token(False)
+    n_exp = c.get("n_experts", 0)
+    if n_exp:
+        w.add_expert_count(n_exp)
+        w.add_expert_used_count(c["n_experts_used"])
 
-    def dense(n_out, n_in):
-        return (rng.standard_normal((n_out, n_in), dtype=np.float32) / np.sqrt(n_in)).astype(np.float16)
+    def dense(*shape):                                  # [..., n_out, n_in]
+        return (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[-1])).astype(np.float16)
 
     dim, hd, kv = c["dim"], c["head_dim"], c["n_kv_heads"] * c["head_dim"]
-    w.add_tensor("token_embd.weight", dense(c["vocab"], dim))
+    w.add_tensor("token_embd.weight", dense(len(tokens), dim))
     w.add_tensor("output_norm.weight", np.ones(dim, np.float32))
     for i in range(c["n_layers"]):
         p = f"blk.{i}."
@@ -81,24 +94,30 @@ def write_qwen05b_f16(path: Path) -> None:
         w.add_tensor(p + "attn_k.weight", dense(kv, dim))
         w.add_tensor(p + "attn_v.weight", dense(kv, dim))
         for name, n in (("attn_q.bias", c["n_heads"] * hd), ("attn_k.bias", kv), ("attn_v.bias", kv)):
-            w.add_tensor(p + name, (rng.standard_normal(n, dtype=np.float32) * 0.1))
+            if c["qkv_bias"]:
+                w.add_tensor(p + name, (rng.standard_normal(n, dtype=np.float32) * 0.1))
         w.add_tensor(p + "attn_output.weight", dense(dim, c["n_heads"] * hd))
         w.add_tensor(p + "ffn_norm.weight", np.ones(dim, np.float32))
-        w.add_tensor(p + "ffn_gate.weight", dense(c["ffn"], dim))
-        w.add_tensor(p + "ffn_up.weight", dense(c["ffn"], dim))
-        w.add_tensor(p + "ffn_down.weight", dense(dim, c["ffn"]))
+        if n_exp:
+            w.add_tensor(p + "ffn_gate_inp.weight", dense(n_exp, dim).astype(np.float32))
+        e = (n_exp,) if n_exp else ()
+        x = "_exps" if n_exp else ""
+        w.add_tensor(p + f"ffn_gate{x}.weight", dense(*e, c["ffn"], dim))
+        w.add_tensor(p + f"ffn_up{x}.weight", dense(*e, c["ffn"], dim))
+        w.add_tensor(p + f"ffn_down{x}.weight", dense(*e, dim, c["ffn"]))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
 
 
-def quantize(src: Path, dst: Path, ftype_name: str, requantize: bool = False) -> None:
+def quantize(src: Path, dst: Path, ftype_name: str, requantize: bool = False, pure: bool = False) -> None:
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype_name)
     params.nthread = 2
     params.allow_requantize = requantize
+    params.pure = pure                                  # every 2-D tensor in the target type
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize {src.name} -> {dst.name} ({ftype_name}) failed: {rc}")
@@ -112,7 +131,8 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     wanted = set(filter(None, a.only.split(",")))
     jobs = [(f"qwen05b-{m}", None, m) for m in MIXES] + \
-           [(f"gemma3-270m-{m}", "gemma3", m) for m in ("Q5_K_M", "Q6_K")]
+           [(f"gemma3-270m-{m}", "gemma3", m) for m in ("Q5_K_M", "Q6_K")] + \
+           [(f"{pair}-Q4_K", pair, "Q4_K") for pair in MOE_PAIR]
     src_f16 = a.out / "qwen05b-F16.gguf"
     for stem, base, mix in jobs:
         dst = a.out / f"{stem}.gguf"
@@ -120,8 +140,13 @@ def main(argv=None) -> int:
             continue
         if base is None:
             if not src_f16.exists():
-                write_qwen05b_f16(src_f16)
+                write_f16(src_f16, QWEN05B, "qwen05b-shaped random")
             quantize(src_f16, dst, MIXES[mix])
+        elif base in MOE_PAIR:                          # pure Q4_K: both files differ only in the FFN
+            src = a.out / f"{base}-F16.gguf"
+            write_f16(src, MOE_PAIR[base], f"{base} random")
+            quantize(src, dst, "LLAMA_FTYPE_MOSTLY_Q4_K_S", pure=True)
+            src.unlink()
         else:
             quantize(fetch_models.model_path(base), dst, MIXES[mix], requantize=True)
         print(f"wrote {dst} ({dst.stat().st_size / 1e6:.0f} MB)")
