@@ -148,12 +148,12 @@ def _check_known(body: dict, known: frozenset) -> None:
 
 
 def _n_predict(body: dict, limits: Limits) -> int:
-    """n_predict (alias max_tokens): -1 until the end, 0 only evaluates the prompt; capped by the server's -n."""
+    """n_predict (alias max_tokens): -1 until the end, 0 only evaluates the prompt. As llama-server does
+    it: the request's value wins over the server's -n, which is only the default, and may exceed the
+    context (the reply then stops when the context is full, `truncated`, unless --context-shift)."""
     name = "n_predict" if "n_predict" in body else "max_tokens"
-    n = api_schema.number(body, name, -1, limits.n_ctx, -1, integer=True)
-    if limits.max_tokens >= 0 and (n < 0 or n > limits.max_tokens):
-        return limits.max_tokens
-    return n
+    n = api_schema.number(body, name, -1, api_schema.MAX_PREDICT, -1, integer=True)
+    return limits.max_tokens if n < 0 else n
 
 
 def _options(body: dict, limits: Limits, known: frozenset, prompt_list: list[list]) -> CompletionRequest:

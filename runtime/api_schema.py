@@ -53,6 +53,12 @@ class ChatRequest:
     n: int = 1                         # choices, generated one after the other
     tools: ToolRequest | None = None   # `tools`, `tool_choice`, `parallel_tool_calls`
     structure: Spec | None = None      # `response_format`, or llama.cpp's `json_schema` / `grammar`
+    # llama.cpp's template controls: a conversation ending with an assistant message continues that
+    # message (a prefill) unless continue_final_message is false; chat_template_kwargs are more
+    # template variables (enable_thinking, ...)
+    add_generation_prompt: bool = True
+    continue_final: bool = False
+    template_kwargs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,14 @@ _COMMON = frozenset({
     # llama.cpp fields llama-server clients send: n_keep is read (the context shift); the others change
     # nothing here (slots are chosen by prompt, the sampler order is fixed) and are accepted
     "id_slot", "n_keep", "n_discard", "samplers", "n_cache_reuse", "min_keep", "timings_per_token",
+    "n_predict",   # llama.cpp's name for max_tokens (-1: the server's default); max_tokens wins
 })
 _CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "response_format", "tools",
-                   "tool_choice", "parallel_tool_calls"}
+                   "tool_choice", "parallel_tool_calls",
+                   "add_generation_prompt", "continue_final_message", "chat_template_kwargs"}
+# variables the chat template gets from the server, which chat_template_kwargs cannot replace
+_TEMPLATE_RESERVED = frozenset({"messages", "bos_token", "eos_token", "add_generation_prompt", "raise_exception",
+                                "strftime_now", "tools"})
 _COMPLETION = _COMMON | {"prompt", "logprobs", "echo"}
 
 
@@ -204,6 +215,8 @@ def _gen_options(body: dict, limits: Limits, logprobs: int | None) -> GenOptions
     )
     most = MAX_PREDICT if limits.context_shift else limits.n_ctx
     max_tokens = integer(body, "max_tokens", 1, most, None)
+    if max_tokens is None and body.get("n_predict", -1) != -1:
+        max_tokens = integer(body, "n_predict", 1, most, None)
     if "max_completion_tokens" in body:   # OpenAI's newer name wins, as in OpenAI's API
         max_tokens = integer(body, "max_completion_tokens", 1, most, None)
     return GenOptions(params=params, max_tokens=limits.max_tokens if max_tokens is None else max_tokens,
@@ -238,9 +251,49 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
     elif body.get("top_logprobs") is not None:
         raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     stream, include_usage = _stream(body)
+    generation_prompt, continue_final = _continuation(body, checked)
     return ChatRequest(messages=checked, gen=_gen_options(body, limits, logprobs),
                        stream=stream, include_usage=include_usage, n=_choices(body), tools=api_tools.tools(body),
-                       structure=api_tools.structure(body))
+                       structure=api_tools.structure(body), add_generation_prompt=generation_prompt,
+                       continue_final=continue_final, template_kwargs=template_kwargs(body))
+
+
+def _continuation(body: dict, messages: list[dict]) -> tuple[bool, bool]:
+    """(add_generation_prompt, continue the last message), as llama-server decides them: a conversation
+    that ends with an assistant message (without tool calls) continues it, the reply being the rest of
+    that message; `continue_final_message` (vLLM's name) asks for that explicitly, false turns it off."""
+    last = messages[-1]
+    value = body.get("continue_final_message")
+    if value not in (None, True, False, "content"):
+        raise wrong("continue_final_message", 'a boolean or "content"', value) if not isinstance(value, str) else \
+            APIError(400, f"'continue_final_message' {value!r} is not supported (true or \"content\")",
+                     param="continue_final_message")
+    generation_prompt = flag(body, "add_generation_prompt", True)
+    if value in (True, "content"):
+        if body.get("add_generation_prompt") is True:
+            raise APIError(400, "'add_generation_prompt' and 'continue_final_message' cannot both be true",
+                           param="continue_final_message")
+        if last["role"] != "assistant" or last.get("tool_calls"):
+            raise APIError(400, "'continue_final_message' needs the last message to be an assistant message "
+                                "without tool calls", param="continue_final_message")
+        return False, True
+    if value is False or last["role"] != "assistant" or last.get("tool_calls"):
+        return generation_prompt, False
+    if len(messages) >= 2 and messages[-2]["role"] == "assistant":
+        raise APIError(400, "the conversation ends with 2 assistant messages: only the last message may be "
+                            "an assistant message to continue", param="messages")
+    return False, True
+
+
+def template_kwargs(body: dict) -> dict:
+    """llama.cpp's `chat_template_kwargs`: more variables for the chat template (e.g. enable_thinking);
+    the ones the renderer sets itself are left out."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise wrong("chat_template_kwargs", "an object", kwargs)
+    return {k: v for k, v in kwargs.items() if k not in _TEMPLATE_RESERVED}
 
 
 def completion_request(body: dict, limits: Limits) -> CompletionRequest:

@@ -199,6 +199,12 @@ def chat_prompt_ids(model, template: ChatTemplate, messages: list[dict],
     """Token ids of the rendered conversation, BOS exactly once when the model uses one. `extra`: more
     template variables, e.g. `tools` (runtime/tool_prompt.py prepares conversations with tools)."""
     text = template.render(template.prepare(messages), add_generation_prompt=add_generation_prompt, **extra)
+    return rendered_ids(model, text)
+
+
+def rendered_ids(model, text: str) -> list[int]:
+    """Token ids of a rendered chat prompt: special tokens parsed, BOS exactly once when the model uses
+    one (templates that write it themselves get no second)."""
     ids = model.tokenize(text, add_special=False, parse_special=True)
     tok = model.tokenizer
     if tok.add_bos and tok.bos_id is not None and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:

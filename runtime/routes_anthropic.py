@@ -40,7 +40,7 @@ from . import api_native, api_schema
 from .api_schema import APIError, ChatRequest, Limits
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, state
-from .structured import plan_chat
+from .structured import plan_request
 from .tool_calls import CallArgs, CallStart, Content
 
 _ROLES = ("user", "assistant")
@@ -242,8 +242,7 @@ def _anthropic_errors(handler):
 
 async def _plan(request: Request, chat: ChatRequest):
     engine = state(request).engine
-    return await asyncio.to_thread(plan_chat, engine.model, engine.template, chat.messages, chat.gen,
-                                   chat.tools, chat.structure)
+    return await asyncio.to_thread(plan_request, engine.model, engine.template, chat)
 
 
 @_anthropic_errors

@@ -30,11 +30,9 @@ from starlette.routing import Route
 
 from . import __version__, api_native, api_schema, embeddings, logprobs, routes_openai
 from .api_schema import APIError, GenOptions
-from .chat_template import ChatTemplateError
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse, state
-from .structured import constrain, tool_use_template
-from .tool_prompt import call_format, template_messages
+from .structured import chat_text, constrain
 
 # llama.cpp's LLAMA_DEFAULT_SEED: the seed /props reports when each request draws a fresh one
 RANDOM_SEED = 0xFFFFFFFF
@@ -114,11 +112,6 @@ async def props(request: Request) -> Response:
         "build_info": f"chatfile {__version__}",
         "is_sleeping": False,
     })
-
-
-# variables the chat template gets from the server, which chat_template_kwargs cannot replace
-_TEMPLATE_RESERVED = frozenset({"messages", "bos_token", "eos_token", "add_generation_prompt", "raise_exception",
-                                "strftime_now", "tools"})
 
 
 # ---- /completion and /infill -----------------------------------------------------------------------
@@ -207,30 +200,16 @@ def _final(request: Request, req: api_native.CompletionRequest, index: int, ids:
 # ---- templates and embeddings ----------------------------------------------------------------------
 
 async def apply_template(request: Request) -> Response:
-    """The prompt a chat body would run, as text: its messages and tools through the chat template, with
-    llama.cpp's `add_generation_prompt` (default true) and `chat_template_kwargs` (more template
-    variables, e.g. enable_thinking)."""
+    """The prompt a chat body would run, as text: its messages and tools through the chat template (the
+    tool-use one for bodies with tools), with llama.cpp's `add_generation_prompt` (default true),
+    `chat_template_kwargs` (more template variables, e.g. enable_thinking) and assistant prefill."""
     st = state(request)
-    body = await json_body(request)
-    generation_prompt = api_schema.flag(body, "add_generation_prompt", True)
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise APIError(400, "'chat_template_kwargs' must be an object", param="chat_template_kwargs")
-    kwargs = {k: v for k, v in kwargs.items() if k not in _TEMPLATE_RESERVED}
-    chat = api_schema.chat_request({k: v for k, v in body.items()
-                                    if k not in ("add_generation_prompt", "chat_template_kwargs")}, st.limits)
-    template = st.engine.template
-    if chat.tools is not None and chat.tools.choice != "none":   # as structured.plan_chat picks it
-        template = tool_use_template(st.engine.model, template)
-
-    def render() -> str:
-        rendered, extra = template_messages(template, chat.messages, chat.tools, call_format(template))
-        return template.render(template.prepare(rendered), add_generation_prompt=generation_prompt,
-                               **{**kwargs, **extra})
-    try:
-        return JSONResponse({"prompt": await asyncio.to_thread(render)})
-    except ChatTemplateError as e:
-        raise APIError(400, str(e), param="messages") from None
+    chat = api_schema.chat_request(await json_body(request), st.limits)
+    _, text = await asyncio.to_thread(
+        chat_text, st.engine.model, st.engine.template, chat.messages, chat.tools,
+        add_generation_prompt=chat.add_generation_prompt, continue_final=chat.continue_final,
+        template_kwargs=chat.template_kwargs)
+    return JSONResponse({"prompt": text})
 
 
 async def embedding(request: Request) -> Response:

@@ -30,7 +30,7 @@ from .conversation import ConversationTooLong, fit_messages, reply_room
 from .server_engine import Done, Failed, Job
 from .server_http import (JobStream, client_gone, client_id, collect_unless_disconnected, json_body, sse,
                           state)
-from .structured import constrain, plan_chat
+from .structured import constrain, plan_request
 from .tool_calls import CallParser, CallStart, Content
 
 
@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Response:
     engine = st.engine
 
     def render(messages):
-        return plan_chat(engine.model, engine.template, messages, req.gen, req.tools, req.structure)
+        return plan_request(engine.model, engine.template, req, messages)
     plan, dropped = await asyncio.to_thread(fit_conversation, engine, req.messages, render,
                                             lambda p: len(p.prompt_ids), req.gen.max_tokens)
     return await respond(request, plan.prompt_ids, plan.gen, req.stream, req.include_usage, chat=True, n=req.n,
@@ -109,8 +109,7 @@ async def chat_input_tokens(request: Request) -> Response:
     """llama-server's token count of a chat request (the shape of OpenAI's responses input_tokens)."""
     st = state(request)
     req = api_schema.chat_request(await json_body(request), st.limits)
-    plan = await asyncio.to_thread(plan_chat, st.engine.model, st.engine.template, req.messages, req.gen,
-                                   req.tools, req.structure)
+    plan = await asyncio.to_thread(plan_request, st.engine.model, st.engine.template, req)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": len(plan.prompt_ids)})
 
 

@@ -37,7 +37,7 @@ from . import api_schema
 from .api_schema import APIError, ChatRequest, Limits
 from .server_engine import Done, Failed
 from .server_http import JobStream, client_gone, client_id, collect_unless_disconnected, json_body, state
-from .structured import plan_chat
+from .structured import plan_request
 from .tool_calls import CallArgs, CallStart, Content
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
@@ -202,8 +202,7 @@ def _sse(seq: list[int], kind: str, data: dict) -> str:
 
 async def _plan(request: Request, chat: ChatRequest):
     engine = state(request).engine
-    return await asyncio.to_thread(plan_chat, engine.model, engine.template, chat.messages, chat.gen,
-                                   chat.tools, chat.structure)
+    return await asyncio.to_thread(plan_request, engine.model, engine.template, chat)
 
 
 async def create_response(request: Request) -> Response:

@@ -1,6 +1,7 @@
 """Requests with tools or an output format -> the prompt, the compiled constraint, and the reply's parser.
 
     plan = plan_chat(model, template, messages, gen, tools, structure)    # any thread; APIError on bad input
+    plan = plan_request(model, template, chat_request)                     # the same for api_schema.ChatRequest
     engine.submit(plan.prompt_ids, plan.gen)                              # plan.gen carries the constraint
     parser = plan.parser()                                                # None unless tool calls are parsed
     gen = constrain(model, gen, structure)                                # raw completions: just the constraint
@@ -16,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .api_schema import APIError, GenOptions
-from .chat_template import ChatTemplate, ChatTemplateError, chat_prompt_ids
+from .chat_template import ChatTemplate, ChatTemplateError, rendered_ids
 from .constraint import ConstraintError, Spec, compile_spec, vocabulary
 from .ggml import Keys
 from .special_tokens import Attr
@@ -39,15 +40,14 @@ class ChatPlan:
 
 
 def plan_chat(model, template: ChatTemplate, messages: list[dict], gen: GenOptions,
-              tools: ToolRequest | None = None, structure: Spec | None = None) -> ChatPlan:
-    if tools is not None and tools.choice != "none":
-        template = tool_use_template(model, template)
+              tools: ToolRequest | None = None, structure: Spec | None = None, *,
+              add_generation_prompt: bool = True, continue_final: bool = False,
+              template_kwargs: dict | None = None) -> ChatPlan:
+    """continue_final: the last message is an assistant's to continue (api_schema decides it)."""
+    template, text = chat_text(model, template, messages, tools, add_generation_prompt=add_generation_prompt,
+                               continue_final=continue_final, template_kwargs=template_kwargs)
+    ids = rendered_ids(model, text)
     fmt = call_format(template)
-    try:
-        rendered, extra = template_messages(template, messages, tools, fmt)
-        ids = chat_prompt_ids(model, template, rendered, **extra)
-    except ChatTemplateError as e:
-        raise APIError(400, str(e), param="messages") from None
     if tools is None or not tools.callable():
         return ChatPlan(ids, constrain(model, gen, structure))
     if structure is not None and structure.kind not in ("json_object", "json_schema"):
@@ -59,6 +59,36 @@ def plan_chat(model, template: ChatTemplate, messages: list[dict], gen: GenOptio
     grammar = call_grammar(fmt, tools, open_token, answer_schema=answer)
     gen = dataclasses.replace(gen, constraint=_compile(model, Spec("lark", grammar, "tools")))
     return ChatPlan(ids, gen, fmt, open_token)
+
+
+def plan_request(model, template: ChatTemplate, req, messages: list[dict] | None = None) -> ChatPlan:
+    """plan_chat for a checked chat request (api_schema.ChatRequest, whatever API it came in by);
+    `messages`: the conversation shortened to fit the context (its last message kept)."""
+    return plan_chat(model, template, req.messages if messages is None else messages, req.gen, req.tools,
+                     req.structure, add_generation_prompt=req.add_generation_prompt,
+                     continue_final=req.continue_final, template_kwargs=req.template_kwargs)
+
+
+def chat_text(model, template: ChatTemplate, messages: list[dict], tools: ToolRequest | None = None, *,
+              add_generation_prompt: bool = True, continue_final: bool = False,
+              template_kwargs: dict | None = None) -> tuple[ChatTemplate, str]:
+    """(the template used, the prompt text) of a conversation: the tool-use template when tools are
+    offered, tools as this template wants them. A continued last message (llama-server's assistant
+    prefill) is rendered as llama.cpp does it: the conversation before it with the generation prompt,
+    then its text, so the reply goes on from there."""
+    if tools is not None and tools.choice != "none":
+        template = tool_use_template(model, template)
+    prefill = ""
+    if continue_final:
+        prefill = messages[-1].get("content") or ""
+        messages, add_generation_prompt = messages[:-1], True
+    try:
+        rendered, extra = template_messages(template, messages, tools, call_format(template))
+        text = template.render(template.prepare(rendered), add_generation_prompt=add_generation_prompt,
+                               **{**(template_kwargs or {}), **extra})
+    except ChatTemplateError as e:
+        raise APIError(400, str(e), param="messages") from None
+    return template, text + prefill
 
 
 def tool_use_template(model, template: ChatTemplate) -> ChatTemplate:

@@ -167,3 +167,15 @@ def test_tool_use_streamed(client):
     starts = [e for e in events if e.type == "content_block_start"]
     assert [e.index for e in starts] == list(range(len(final.content)))
     assert any(e.type == "content_block_delta" and e.delta.type == "input_json_delta" for e in events)
+
+
+def test_prefill_continues_the_assistant_turn(client, live_server):
+    """A last assistant message is the start of the reply (Anthropic's prefill, llama-server's too): the
+    content returned is what follows it."""
+    turns = [{"role": "user", "content": "What is the best book?"},
+             {"role": "assistant", "content": "The best book is"}]
+    r = client.messages.create(model="any", max_tokens=6, messages=turns, **GREEDY)
+    o = _openai_chat(live_server, turns, 6)
+    assert r.content[0].text == o["choices"][0]["message"]["content"]
+    prompt = httpx.post(live_server.url + "/apply-template", json={"messages": turns}, timeout=60).json()["prompt"]
+    assert prompt.endswith("<|im_start|>assistant\nThe best book is")

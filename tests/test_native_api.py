@@ -156,6 +156,18 @@ def test_grammar_json_schema_logit_bias_ignore_eos(live_server, smollm2_model):
     assert all(b["bias"] is None for b in body["generation_settings"]["logit_bias"])   # -inf, as llama.cpp
 
 
+def test_n_predict_is_the_request_s():
+    """As llama-server: the request's n_predict wins over the server's -n (only the default, also for -1),
+    and may exceed the context (the reply then stops when the context is full)."""
+    from runtime.api_native import completion_request
+    from runtime.api_schema import Limits
+    limits = Limits(n_ctx=64, vocab_size=100, max_tokens=4)
+    assert completion_request({"prompt": "x", "n_predict": 100}, limits).gen.max_tokens == 100
+    assert completion_request({"prompt": "x", "max_tokens": 2}, limits).gen.max_tokens == 2
+    for body in ({"prompt": "x"}, {"prompt": "x", "n_predict": -1}):
+        assert completion_request(body, limits).gen.max_tokens == 4
+
+
 def test_tokenize_with_pieces(live_server, smollm2_model):
     r = post(live_server, "/tokenize", {"content": "cat 媽 🤗", "with_pieces": True}).json()["tokens"]
     ids = smollm2_model.tokenize("cat 媽 🤗", add_special=False)

@@ -77,3 +77,38 @@ def test_new_endpoints_need_the_api_key(smollm2_model):
         assert httpx.get(server.url + "/models", timeout=60).status_code == 401
     finally:
         server.stop()
+
+
+def test_assistant_prefill_and_template_fields(client, live_server, smollm2_model):
+    """llama-server's prefill: a conversation ending with an assistant message continues it (the reply is
+    the rest of that message); continue_final_message (vLLM's name) asks for it, false turns it off;
+    add_generation_prompt and chat_template_kwargs as on /apply-template; n_predict for max_tokens."""
+    asked = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
+    started = [*asked, {"role": "assistant", "content": "The best book is"}]
+
+    def template(body):
+        r = httpx.post(live_server.url + "/apply-template", json=body, timeout=300)
+        return r.status_code, r.json()
+    status, prompt = template({"messages": started})
+    assert status == 200 and prompt["prompt"].endswith("<|im_start|>assistant\nThe best book is")
+    assert template({"messages": started, "continue_final_message": True, "add_generation_prompt": False}) == \
+        (status, prompt)
+    off = template({"messages": started, "continue_final_message": False})[1]["prompt"]
+    assert off.endswith("The best book is<|im_end|>\n<|im_start|>assistant\n")
+    bare = template({"messages": asked, "add_generation_prompt": False})[1]["prompt"]
+    assert bare.endswith("What is the best book<|im_end|>\n")
+    # the reply goes on from the prefill: the same tokens as completing the prompt text
+    r = client.chat.completions.create(model="m", messages=started, temperature=0, max_tokens=6, extra_body=FRESH)
+    raw = client.completions.create(model="m", prompt=prompt["prompt"], temperature=0, max_tokens=6,
+                                    extra_body=FRESH)
+    assert r.choices[0].message.content == raw.choices[0].text
+    assert r.usage.prompt_tokens == len(smollm2_model.tokenize(prompt["prompt"], add_special=False))
+    n = client.chat.completions.create(model="m", messages=asked, temperature=0, extra_body={"n_predict": 3, **FRESH})
+    assert n.usage.completion_tokens == 3
+    for body, param in (({"messages": started, "continue_final_message": True, "add_generation_prompt": True},
+                         "continue_final_message"),
+                        ({"messages": asked, "continue_final_message": True}, "continue_final_message"),
+                        ({"messages": [*started, {"role": "assistant", "content": "x"}]}, "messages"),
+                        ({"messages": asked, "chat_template_kwargs": []}, "chat_template_kwargs")):
+        r = httpx.post(live_server.url + "/v1/chat/completions", json={"max_tokens": 2, **body}, timeout=300)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
