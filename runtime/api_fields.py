@@ -13,12 +13,22 @@ class APIError(Exception):
     """A request the server refuses: HTTP status plus OpenAI's error object."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 type: str = "invalid_request_error", code: str | None = None):
+                 type: str = "invalid_request_error", code: str | None = None, extra: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = status, message, param, type, code
+        self.extra = extra or {}       # more keys of the error object
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code,
+                          **self.extra}}
+
+
+def context_exceeded(n_tokens: int, n_ctx: int, advice: str, param: str = "messages") -> APIError:
+    """A prompt too long for the context: OpenAI's code, llama-server's type, wording and counts (its
+    clients read n_prompt_tokens and n_ctx to shorten the conversation)."""
+    return APIError(400, f"the request ({n_tokens} tokens) exceeds the available context size ({n_ctx} "
+                         f"tokens): {advice}", param=param, type="exceed_context_size_error",
+                    code="context_length_exceeded", extra={"n_prompt_tokens": n_tokens, "n_ctx": n_ctx})
 
 
 # ---- field checks ----------------------------------------------------------------------------------

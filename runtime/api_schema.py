@@ -53,6 +53,7 @@ class ChatRequest:
     n: int = 1                         # choices, generated one after the other
     tools: ToolRequest | None = None   # `tools`, `tool_choice`, `parallel_tool_calls`
     structure: Spec | None = None      # `response_format`, or llama.cpp's `json_schema` / `grammar`
+    verbose: bool = False              # llama.cpp's "__verbose" in the (non-streamed) answer
     # llama.cpp's template controls: a conversation ending with an assistant message continues that
     # message (a prefill) unless continue_final_message is false; chat_template_kwargs are more
     # template variables (enable_thinking, ...)
@@ -69,6 +70,7 @@ class CompletionRequest:
     include_usage: bool = False
     n: int = 1
     structure: Spec | None = None      # llama.cpp's `json_schema` / `grammar`
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ _COMMON = frozenset({
     # nothing here (slots are chosen by prompt, the sampler order is fixed) and are accepted
     "id_slot", "n_keep", "n_discard", "samplers", "n_cache_reuse", "min_keep", "timings_per_token",
     "n_predict",   # llama.cpp's name for max_tokens (-1: the server's default); max_tokens wins
+    "verbose",     # llama.cpp's: the answer also carries "__verbose" (the prompt as text, counts, timings)
 })
 _CHAT = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "response_format", "tools",
                    "tool_choice", "parallel_tool_calls",
@@ -254,7 +257,8 @@ def chat_request(body: dict, limits: Limits) -> ChatRequest:
     generation_prompt, continue_final = _continuation(body, checked)
     return ChatRequest(messages=checked, gen=_gen_options(body, limits, logprobs),
                        stream=stream, include_usage=include_usage, n=_choices(body), tools=api_tools.tools(body),
-                       structure=api_tools.structure(body), add_generation_prompt=generation_prompt,
+                       structure=api_tools.structure(body), verbose=flag(body, "verbose", False),
+                       add_generation_prompt=generation_prompt,
                        continue_final=continue_final, template_kwargs=template_kwargs(body))
 
 
@@ -315,7 +319,7 @@ def completion_request(body: dict, limits: Limits) -> CompletionRequest:
     stream, include_usage = _stream(body)
     return CompletionRequest(prompt=prompt, gen=_gen_options(body, limits, logprobs),
                              stream=stream, include_usage=include_usage, n=_choices(body),
-                             structure=api_tools.structure(body))
+                             structure=api_tools.structure(body), verbose=flag(body, "verbose", False))
 
 
 def token_ids(value, name: str, vocab_size: int) -> list[int]:

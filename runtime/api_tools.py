@@ -171,6 +171,11 @@ def message(i: int, m) -> dict:
     out = {"role": ROLES[role], "content": None if m.get("content") is None else message_content(i, m["content"])}
     if calls:
         out["tool_calls"] = calls
+    reasoning = m.get("reasoning_content") if role == "assistant" else None
+    if reasoning is not None:        # earlier reasoning sent back, as llama-server's clients do: templates
+        if not isinstance(reasoning, str):   # that show it (Qwen 3, DeepSeek R1, ...) render it
+            raise wrong(f"messages[{i}].reasoning_content", "a string", reasoning)
+        out["reasoning_content"] = reasoning
     if role == "tool":
         call_id = m.get("tool_call_id")
         if not isinstance(call_id, str):

@@ -20,8 +20,12 @@ leaves out take the server's defaults. stop_reason is "end_turn", "stop_sequence
 naming it), "tool_use" or "max_tokens" (max_tokens or a full context). Recent `anthropic` clients send
 `temperature`, `top_p` and `top_k` only through `extra_body`; the server reads them either way.
 
+A conversation that ends with an assistant message continues it (Anthropic's prefill): the reply is
+the rest of that message. Earlier `thinking` blocks of assistant turns become the message's
+reasoning_content, as llama-server maps them, which templates that show reasoning (Qwen 3, ...) render.
+
 Accepted and ignored: `metadata`, `service_tier`, `cache_control` (the prompt cache is automatic) and
-other hints, `thinking` (these models write no thinking blocks). Refused with a 400 naming the field:
+other hints, the `thinking` field (no thinking blocks are written: the reply is text). Refused with a 400 naming the field:
 images and documents (the model reads text), server tools, an empty `messages`, unknown fields. Errors
 have Anthropic's shape, {"type": "error", "error": {"type", "message"}}, which the `anthropic` client reads.
 """
@@ -95,7 +99,7 @@ def _message(i: int, m) -> list[dict]:
         raise APIError(400, f"'{name}.role' must be \"user\" or \"assistant\"", param=name)
     if "content" not in m:
         raise APIError(400, f"missing required field '{name}.content'", param=f"{name}.content")
-    texts, calls, results = [], [], []
+    texts, calls, results, thinking = [], [], [], []
     for j, block in enumerate(_blocks(m["content"], f"{name}.content")):
         kind, where = block["type"], f"{name}.content[{j}]"
         if kind == "tool_use" and m["role"] == "assistant":
@@ -106,16 +110,19 @@ def _message(i: int, m) -> list[dict]:
                 "name": block["name"], "arguments": json.dumps(block.get("input", {}), ensure_ascii=False)}})
         elif kind == "tool_result" and m["role"] == "user":
             results.append(_tool_result(block, where))
-        elif kind in ("thinking", "redacted_thinking"):
-            continue                               # earlier reasoning: these models write none
+        elif kind in ("thinking", "redacted_thinking"):    # redacted: encrypted by Anthropic, nothing to show
+            if kind == "thinking" and m["role"] == "assistant" and isinstance(block.get("thinking"), str):
+                thinking.append(block["thinking"])
         else:
             texts.append(block)
     out = list(results)
     text = api_schema.text_parts(texts, f"{name}.content") if texts else ""
     if calls:
         out.append({"role": "assistant", "content": text or None, "tool_calls": calls})
-    elif texts or not results:
+    elif texts or thinking or not results:
         out.append({"role": m["role"], "content": text})
+    if thinking:     # earlier reasoning, as llama-server maps it: templates that show it render it
+        out[-1]["reasoning_content"] = "\n".join(thinking)
     return out
 
 

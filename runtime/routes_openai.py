@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__, api_schema, embeddings, logprobs
+from .api_fields import context_exceeded
 from .api_schema import APIError, GenOptions
 from .conversation import ConversationTooLong, fit_messages, reply_room
 from .server_engine import Done, Failed, Job
@@ -81,7 +82,7 @@ async def chat_completions(request: Request) -> Response:
     plan, dropped = await asyncio.to_thread(fit_conversation, engine, req.messages, render,
                                             lambda p: len(p.prompt_ids), req.gen.max_tokens)
     return await respond(request, plan.prompt_ids, plan.gen, req.stream, req.include_usage, chat=True, n=req.n,
-                         parser=plan.parser, dropped=dropped)
+                         parser=plan.parser, dropped=dropped, verbose=req.verbose)
 
 
 def fit_conversation(engine, messages: list[dict], render, length, max_tokens: int):
@@ -91,8 +92,8 @@ def fit_conversation(engine, messages: list[dict], render, length, max_tokens: i
     try:
         return fit_messages(messages, render, budget, engine.n_ctx, length)
     except ConversationTooLong as e:
-        raise APIError(400, f"{e}: shorten the message", param="messages",
-                       code="context_length_exceeded") from None
+        raise context_exceeded(e.n_tokens, e.limit, "shorten the message (the system prompt and the last "
+                                                   "message alone are this long)") from None
 
 
 async def completions(request: Request) -> Response:
@@ -102,7 +103,8 @@ async def completions(request: Request) -> Response:
     ids = req.prompt if isinstance(req.prompt, list) else \
         await asyncio.to_thread(model.tokenize, req.prompt, True, True)
     gen = await asyncio.to_thread(constrain, model, req.gen, req.structure)
-    return await respond(request, ids, gen, req.stream, req.include_usage, chat=False, n=req.n)
+    return await respond(request, ids, gen, req.stream, req.include_usage, chat=False, n=req.n,
+                         verbose=req.verbose)
 
 
 async def chat_input_tokens(request: Request) -> Response:
@@ -125,10 +127,11 @@ def choice_options(gen: GenOptions, n: int) -> list[GenOptions]:
 
 
 async def respond(request: Request, ids: list[int], gen: GenOptions, stream: bool, include_usage: bool,
-                  chat: bool, n: int = 1, parser=None, dropped: int = 0) -> Response:
+                  chat: bool, n: int = 1, parser=None, dropped: int = 0, verbose: bool = False) -> Response:
     """Generate n choices, one after the other, as one OpenAI object or one SSE stream. `parser`: makes a
     CallParser per choice (runtime/tool_calls.py) that reads tool calls out of the reply, or None.
-    `dropped`: messages left out to fit the context, reported as "dropped_messages" when any."""
+    `dropped`: messages left out to fit the context, reported as "dropped_messages" when any.
+    `verbose`: llama-server's "__verbose" debugging object of the first choice (not when streaming)."""
     engine = state(request).engine
     gens = choice_options(gen, n)
     jobs = [engine.submit(ids, gens[0], client=client_id(request))]
@@ -165,8 +168,19 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
         choices.append(choice)
         dones.append(last)
     extra = {"dropped_messages": dropped} if dropped else {}
+    if verbose:
+        extra["__verbose"] = verbose_object(engine, ids, choices[0], dones[0])
     return JSONResponse({**head, "choices": choices, "usage": usage(*dones), "timings": timings(dones[-1]),
                          **extra})
+
+
+def verbose_object(engine, ids: list[int], choice: dict, done: Done) -> dict:
+    """llama-server's "__verbose" (its native /completion object), the part chatfile has: the prompt as
+    the model read it, the reply, the counts and timings."""
+    content = choice["message"]["content"] if "message" in choice else choice["text"]
+    return {"index": 0, "content": content or "", "prompt": engine.model.detokenize(ids), "model": engine.name,
+            "tokens_predicted": done.n_generated, "tokens_evaluated": done.n_prompt,
+            "tokens_cached": done.n_cached, "stop": True, "timings": timings(done)}
 
 
 def message(parser: CallParser) -> dict:
@@ -228,7 +242,8 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
         calls = parser() if parser is not None else None
         if chat:
             extra = {"dropped_messages": dropped} if dropped and not index else {}
-            yield sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+            # content null in the role chunk, as llama-server sends it (OpenAI sends "")
+            yield sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": None},
                                             "logprobs": None, "finish_reason": None}], **extra})
         async for item in jobs[-1].stream():
             if isinstance(item, Failed):
@@ -253,7 +268,7 @@ async def _stream(request: Request, ids: list[int], gens: list[GenOptions], jobs
             elif item.text or want_logprobs:
                 yield sse(chunk(item.text, logprobs=lp))
     if include_usage and dones:
-        yield sse({**head, "choices": [], "usage": usage(*dones)})
+        yield sse({**head, "choices": [], "usage": usage(*dones), "timings": timings(dones[0])})
     yield "data: [DONE]\n\n"
 
 

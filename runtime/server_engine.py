@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .api_fields import context_exceeded
 from .api_schema import APIError, GenOptions
 from .constraint import ConstraintError
 from .generate import Completion, Piece, common_prefix, keep_positions, shift_amounts
@@ -209,8 +210,7 @@ class Engine:
     def submit(self, prompt_ids: list[int], gen: GenOptions, client=None) -> Job:
         """Queue a generation. `client`: the requester's identity (see server_http.client_id)."""
         if len(prompt_ids) >= self.n_ctx:
-            raise APIError(400, f"the prompt is {len(prompt_ids)} tokens but the context holds {self.n_ctx}: "
-                                "shorten the conversation", param="messages", code="context_length_exceeded")
+            raise context_exceeded(len(prompt_ids), self.n_ctx, "shorten the conversation")
         with self._cv:
             self._n_jobs += 1
             job = Job(asyncio.get_running_loop(), prompt_ids, gen, client, self._n_jobs)

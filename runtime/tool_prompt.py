@@ -90,6 +90,8 @@ def template_messages(template: ChatTemplate, messages: list[dict], request: Too
 
 def _native(m: dict, names: dict) -> dict:
     out = {"role": m["role"], "content": m.get("content") or ""}
+    if "reasoning_content" in m:
+        out["reasoning_content"] = m["reasoning_content"]
     if m.get("tool_calls"):
         out["tool_calls"] = [{"id": c["id"], "type": "function",
                               "function": {"name": c["function"]["name"],
@@ -123,6 +125,8 @@ def _generic(messages: list[dict]) -> list[dict]:
             out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + content}
         else:
             out.append({"role": role, "content": content})
+            if "reasoning_content" in m:
+                out[-1]["reasoning_content"] = m["reasoning_content"]
     return out
 
 

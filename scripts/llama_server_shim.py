@@ -12,8 +12,10 @@ SmolLM2 given FIM token ids (written once into the shim's work directory). Tests
 text of llama.cpp's own tiny models therefore fail by design; the runner's report says which.
 
 Flags: those chatfile has are passed on (port, host, sampling defaults, context, -n, API key, chat
-template file, threads, pooling, embeddings); the rest (GPU layers, batch sizes, slots, aliases,
-speculative decoding, ...) are dropped, and the suite's tests of those features fail.
+template file, threads, pooling, embeddings, --parallel, --context-shift, --slots); llama-server's -c
+is the whole cache split between the slots, so each slot gets -c / --parallel (all of it with
+--kv-unified). The rest (GPU layers, batch sizes, aliases, speculative decoding, ...) are dropped, and
+the suite's tests of those features fail.
 """
 from __future__ import annotations
 
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     for flag in VALUE_FLAGS:
         ap.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"))
     ap.add_argument("--embedding", "--embeddings", action="store_true")
+    for flag in ("--kv-unified", "--context-shift", "--slots"):
+        ap.add_argument(flag, action="store_true")
     args, _dropped = ap.parse_known_args(argv)
     work = Path(os.environ.get("CHATFILE_SHIM_WORK", "/tmp/chatfile-shim"))
     work.mkdir(parents=True, exist_ok=True)
@@ -80,13 +84,21 @@ def main(argv=None) -> int:
     args.model = args.model or args.m
     cli = (ROOT / "runtime" / "cli.py").read_text()      # flags an older chatfile lacks are not passed
     cmd = [sys.executable, "-m", "runtime", "--server", "--nobrowser", "-m", str(model_for(args, work))]
+    # llama-server's -c is the whole cache, split evenly between the --parallel slots (unless
+    # --kv-unified); chatfile's -c is per slot
+    ctx = args.ctx_size
+    if ctx is not None and args.parallel and not args.kv_unified:
+        ctx = str(max(int(ctx) // int(args.parallel), 1))
     for ours, value in (("--port", args.port), ("--host", args.host), ("--temp", args.temp), ("-s", args.seed),
-                        ("-c", args.ctx_size), ("-n", args.n_predict), ("--api-key", args.api_key),
-                        ("-t", args.threads), ("--pooling", args.pooling)):
+                        ("-c", ctx), ("-n", args.n_predict), ("--api-key", args.api_key),
+                        ("-t", args.threads), ("--pooling", args.pooling), ("--parallel", args.parallel)):
         if value is not None and f'"{ours}"' in cli:
             cmd += [ours, value]
-    if args.chat_template_file:
-        cmd += ["--chat-template", args.chat_template_file]
+    for flag, given in (("--context-shift", args.context_shift), ("--slots", args.slots)):
+        if given and f'"{flag}"' in cli:
+            cmd.append(flag)
+    if args.chat_template_file:     # relative to the suite's directory, which this process leaves below
+        cmd += ["--chat-template", os.path.abspath(args.chat_template_file)]
     elif args.chat_template == "chatml":
         cmd += ["--chat-template", "chatml"]
     if args.embedding and '"--embeddings"' in cli:

@@ -179,3 +179,34 @@ def test_prefill_continues_the_assistant_turn(client, live_server):
     assert r.content[0].text == o["choices"][0]["message"]["content"]
     prompt = httpx.post(live_server.url + "/apply-template", json={"messages": turns}, timeout=60).json()["prompt"]
     assert prompt.endswith("<|im_start|>assistant\nThe best book is")
+
+
+def test_thinking_history_reaches_the_template():
+    """Earlier thinking blocks become the assistant message's reasoning_content (as llama-server maps
+    them), which a template that shows reasoning renders (Qwen 3's, with its real vocabulary); OpenAI
+    bodies may send reasoning_content back the same way."""
+    from conftest import ROOT
+    from runtime.api_schema import Limits, chat_request
+    from runtime.chat_template import ChatTemplate
+    from runtime.routes_anthropic import messages_request
+    from runtime.structured import chat_text
+    from test_tool_calls import VocabOnly
+    model = VocabOnly(ROOT / "data" / "vocab" / "qwen3-vocab.gguf")
+    template = ChatTemplate((ROOT / "data" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text())
+    limits = Limits(n_ctx=4096, vocab_size=model.tokenizer.vocab_size)
+    turns = [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": [{"type": "thinking", "thinking": "I should ask the tool.",
+                                                "signature": "x"},
+                                               {"type": "tool_use", "id": "t1", "name": "get_weather",
+                                                "input": {"city": "Paris"}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "18 C"}]}]
+    req = messages_request({"max_tokens": 8, "tools": [WEATHER], "messages": turns}, limits).chat
+    _, text = chat_text(model, template, req.messages, req.tools)
+    assert "<think>\nI should ask the tool.\n</think>" in text and '"city": "Paris"' in text
+    without = messages_request({"max_tokens": 8, "tools": [WEATHER], "messages": [
+        turns[0], {"role": "assistant", "content": turns[1]["content"][1:]}, turns[2]]}, limits).chat
+    assert "I should ask" not in chat_text(model, template, without.messages, without.tools)[1]
+    chat = chat_request({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello",
+                                                                          "reasoning_content": "Greet back."}],
+                         "continue_final_message": False}, limits)
+    assert "<think>\nGreet back.\n</think>\n\nHello" in chat_text(model, template, chat.messages)[1]

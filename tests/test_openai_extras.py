@@ -112,3 +112,22 @@ def test_assistant_prefill_and_template_fields(client, live_server, smollm2_mode
                         ({"messages": asked, "chat_template_kwargs": []}, "chat_template_kwargs")):
         r = httpx.post(live_server.url + "/v1/chat/completions", json={"max_tokens": 2, **body}, timeout=300)
         assert r.status_code == 400 and r.json()["error"]["param"] == param
+
+
+def test_verbose_and_the_context_error(live_server):
+    """llama.cpp's `verbose`: "__verbose" carries the prompt as the model read it; a prompt over the
+    context gets OpenAI's code with llama-server's type and counts."""
+    messages = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
+    url = live_server.url
+    prompt = httpx.post(url + "/apply-template", json={"messages": messages}, timeout=60).json()["prompt"]
+    for verbose in (True, False):
+        r = httpx.post(url + "/v1/chat/completions", timeout=300, json={
+            "messages": messages, "max_tokens": 2, "verbose": verbose}).json()
+        assert ("__verbose" in r) == verbose
+    assert r["choices"] and httpx.post(url + "/v1/chat/completions", timeout=300, json={
+        "messages": messages, "max_tokens": 2, "verbose": True}).json()["__verbose"]["prompt"] == prompt
+    r = httpx.post(url + "/completion", timeout=300, json={"prompt": "word " * 9000, "n_predict": 1})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["type"] == "exceed_context_size_error"
+    assert err["code"] == "context_length_exceeded" and err["n_ctx"] == live_server.engine.n_ctx
+    assert err["n_prompt_tokens"] > err["n_ctx"] and "exceeds the available context size" in err["message"]
