@@ -37,7 +37,7 @@ INFILL_BATCH = 2048
 # sampler fields chatfile lacks -> the value that turns them off (anything else is refused)
 _OFF = {"typical_p": 1.0, "dynatemp_range": 0.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0,
         "top_n_sigma": -1.0, "adaptive_target": -1.0, "n_indent": 0, "t_max_predict_ms": 0,
-        "post_sampling_probs": False, "lora": [], "return_progress": False, "penalize_nl": False}
+        "lora": [], "return_progress": False, "penalize_nl": False}
 # fields that change nothing in chatfile's output: tuning of the samplers above, slots, timings, ...
 _IGNORED = frozenset({"dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_base", "dry_allowed_length",
                       "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "adaptive_decay",
@@ -49,7 +49,7 @@ _SAMPLING = frozenset({"temperature", "top_k", "top_p", "min_p", "repeat_penalty
                        "grammar", "json_schema", "n_keep"})
 _COMPLETION = _SAMPLING | _IGNORED | set(_OFF) | {
     "prompt", "n_predict", "max_tokens", "stream", "n_probs", "return_tokens", "response_fields", "ignore_eos",
-    "n_cmpl"}
+    "n_cmpl", "post_sampling_probs"}
 _INFILL = (_COMPLETION - {"prompt"}) | {"prompt", "input_prefix", "input_suffix", "input_extra"}
 
 
@@ -166,8 +166,9 @@ def _options(body: dict, limits: Limits, known: frozenset, prompt_list: list[lis
     if sampling.get("grammar") == "":
         del sampling["grammar"]                    # llama.cpp's "no grammar"
     gen = api_schema.gen_options(sampling, limits, n_probs if n_probs > 0 else None)
+    post = api_schema.flag(body, "post_sampling_probs", False)
     return CompletionRequest(
-        prompts=prompt_list, gen=replace(gen, max_tokens=_n_predict(body, limits)),
+        prompts=prompt_list, gen=replace(gen, max_tokens=_n_predict(body, limits), post_sampling_probs=post),
         stream=api_schema.flag(body, "stream", False),
         return_tokens=api_schema.flag(body, "return_tokens", False),
         response_fields=tuple(fields), structure=api_schema.structure_field(sampling),
@@ -306,7 +307,7 @@ def generation_settings(req: CompletionRequest, n_ctx: int) -> dict:
         "n_probs": gen.logprobs or 0, "min_keep": 0,
         "grammar": req.structure.source if req.structure is not None and req.structure.kind == "gbnf" else "",
         "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
-        "timings_per_token": False, "post_sampling_probs": False, "lora": [],
+        "timings_per_token": False, "post_sampling_probs": gen.post_sampling_probs, "lora": [],
     }
 
 

@@ -39,6 +39,7 @@ class GenOptions:
     n_keep: int = 0                    # llama.cpp's: positions a context shift keeps (-1: the whole prompt)
     logit_bias: dict[int, float] | None = None   # token id -> added to its logit (sampler.Sampler)
     constraint: object | None = None   # a compiled output constraint (sampler.Sampler), opaque here
+    post_sampling_probs: bool = False  # llama.cpp's: logprobs of the distribution sampled from (Sampler.drawn_from)
 
 
 @dataclass(frozen=True)

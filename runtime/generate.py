@@ -88,12 +88,14 @@ class Completion:
     else `c.token` is to be evaluated next. `c.full(n_past)` says whether a context of n_past cached
     tokens has room for that token."""
 
-    def __init__(self, tokenizer, sampler: Sampler, n_prompt: int, max_tokens: int, stop, logprobs):
+    def __init__(self, tokenizer, sampler: Sampler, n_prompt: int, max_tokens: int, stop, logprobs,
+                 post_sampling: bool = False):
         self.tokenizer = tokenizer
         self.sampler = sampler
         self.max_tokens = max_tokens
         self.stops = [s for s in stop if s]
         self.logprobs = logprobs
+        self.post_sampling = post_sampling   # logprobs of the distribution sampled from, not of the logits
         self.decoder = StreamDecoder(tokenizer)
         self.pending = ""               # released by the decoder, held back from the caller
         self.finish_reason: str | None = None
@@ -108,7 +110,10 @@ class Completion:
 
     def step(self, logits, history) -> Piece:
         token = self.sampler.sample(logits, history)
-        lp, top = log_softmax_top(logits, token, self.logprobs) if self.logprobs is not None else (None, None)
+        lp = top = None
+        if self.logprobs is not None:
+            lp, top = self.sampler.drawn_from(token, self.logprobs) if self.post_sampling else \
+                log_softmax_top(logits, token, self.logprobs)
         self.n_generated += 1
         self.token = token
         complete = self.sampler.accept(token)    # True: a constraint (grammar, JSON schema) is complete

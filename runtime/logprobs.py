@@ -14,9 +14,12 @@ tokens show their text ("<|im_end|>") with empty bytes.
 
 Shapes: OpenAI chat (`content`: a list of {token, logprob, bytes, top_logprobs}), OpenAI legacy
 completions (parallel arrays plus one {token: logprob} dict per position) and llama.cpp's /completion
-(`completion_probabilities`, each entry with its `id`).
+(`completion_probabilities`, each entry with its `id`; with post_sampling_probs, probabilities of the
+distribution the token was drawn from under "prob" and "top_probs").
 """
 from __future__ import annotations
+
+import math
 
 from .special_tokens import Attr
 
@@ -37,19 +40,26 @@ def token_text(tokenizer, tid: int) -> str:
     return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
 
 
-def _entry(tokenizer, tid: int, logprob: float, with_id: bool) -> dict:
+def _entry(tokenizer, tid: int, logprob: float, with_id: bool, probs: bool = False) -> dict:
     entry = {"id": tid} if with_id else {}
-    entry.update(token=token_text(tokenizer, tid), logprob=logprob, bytes=list(token_bytes(tokenizer, tid)))
+    entry["token"] = token_text(tokenizer, tid)
+    if probs:
+        entry["prob"] = math.exp(logprob)
+    else:
+        entry["logprob"] = logprob
+    entry["bytes"] = list(token_bytes(tokenizer, tid))
     return entry
 
 
-def chat_content(tokenizer, pieces, with_id: bool = False) -> list[dict]:
+def chat_content(tokenizer, pieces, with_id: bool = False, probs: bool = False) -> list[dict]:
     """OpenAI chat's logprobs.content (llama.cpp's completion_probabilities when with_id) for Pieces
-    carrying token_id, logprob and top_logprobs [(id, logprob)]."""
+    carrying token_id, logprob and top_logprobs [(id, logprob)]. probs: llama.cpp's post-sampling shape,
+    probabilities under "prob" and "top_probs" (alternatives of probability 0 left out, as it does)."""
     out = []
     for p in pieces:
-        entry = _entry(tokenizer, p.token_id, p.logprob, with_id)
-        entry["top_logprobs"] = [_entry(tokenizer, t, lp, with_id) for t, lp in (p.top_logprobs or [])]
+        entry = _entry(tokenizer, p.token_id, p.logprob, with_id, probs)
+        top = [(t, lp) for t, lp in (p.top_logprobs or []) if not probs or lp > -math.inf]
+        entry["top_probs" if probs else "top_logprobs"] = [_entry(tokenizer, t, lp, with_id, probs) for t, lp in top]
         out.append(entry)
     return out
 

@@ -176,7 +176,8 @@ async def _stream(request: Request, req: api_native.CompletionRequest, runs: lis
                 yield sse(_final(request, req, index, ids, pieces, item, whole=False))
                 break
             pieces.append(item)
-            probs = logprobs.chat_content(tok, [item], with_id=True) if req.gen.logprobs else None
+            probs = logprobs.chat_content(tok, [item], True, req.gen.post_sampling_probs) \
+                if req.gen.logprobs else None
             yield sse(api_native.partial(item, index, len(pieces), len(ids), probs))
 
 
@@ -185,7 +186,8 @@ def _final(request: Request, req: api_native.CompletionRequest, index: int, ids:
     st = state(request)
     tok = st.engine.model.tokenizer
     content = "".join(p.text for p in pieces)
-    probs = logprobs.chat_content(tok, pieces, with_id=True) if whole and req.gen.logprobs else None
+    probs = logprobs.chat_content(tok, pieces, True, req.gen.post_sampling_probs) \
+        if whole and req.gen.logprobs else None
     return api_native.final(
         index=index, content=content if whole else "",
         tokens=[p.token_id for p in pieces] if whole and req.return_tokens else [],

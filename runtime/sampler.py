@@ -128,6 +128,7 @@ class Sampler:
             self.bias_ids = np.fromiter(logit_bias.keys(), dtype=np.int64, count=len(logit_bias))
             self.bias = np.fromiter(logit_bias.values(), dtype=np.float32, count=len(logit_bias))
         self.constraint = constraint.start() if constraint is not None else None
+        self._drawn = None     # (ids, logits / temperature) the last token was drawn from; None: greedy
 
     def sample(self, logits: np.ndarray, history) -> int:
         """Next token id from logits float32 [vocab]; `history` = the ids in context, oldest first."""
@@ -145,6 +146,23 @@ class Sampler:
         ends with finish_reason "stop"). Without a constraint there is nothing to complete."""
         return self.constraint.advance(token) if self.constraint is not None else False
 
+    def drawn_from(self, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+        """llama.cpp's post-sampling probabilities of the last sample() (its token `token`): (log of the
+        token's probability, [(id, logprob)] of the k likeliest) in the distribution it was drawn from,
+        after the penalties, top_k/top_p/min_p and the temperature; a greedy pick had probability 1."""
+        if self._drawn is None:
+            return 0.0, [(token, 0.0)][:k]
+        ids, z = self._drawn
+        lse = _logsumexp(z)
+        at = np.flatnonzero(ids == token)
+        chosen = float(z[at[0]]) - lse if at.size else -math.inf
+        k = min(k, len(ids))
+        if k <= 0:
+            return chosen, []
+        best = np.argpartition(-z, k - 1)[:k]
+        best = best[np.argsort(-z[best], kind="stable")]
+        return chosen, [(int(ids[i]), float(z[i]) - lse) for i in best]
+
     def _chain(self, logits: np.ndarray, history) -> int:
         p = self.params
         if p.repeat_last_n != 0 and (p.repeat_penalty != 1.0 or p.presence_penalty != 0.0
@@ -152,8 +170,10 @@ class Sampler:
             window = history if p.repeat_last_n < 0 else history[-p.repeat_last_n:]
             logits = apply_penalties(logits, window, p.repeat_penalty, p.presence_penalty, p.frequency_penalty)
         if p.temperature <= 0:
+            self._drawn = None
             return int(np.argmax(logits))
         ids, z = truncate(logits, p.top_k, p.top_p, p.min_p)
+        self._drawn = (ids, z / p.temperature)
         cum = np.cumsum(np.exp((z - z.max()) / p.temperature), dtype=np.float64)
         i = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
         return int(ids[min(i, len(ids) - 1)])

@@ -282,7 +282,8 @@ class Engine:
             del slot.tokens[n_cached:]
             slot.client = job.client
             sampler = Sampler(g.params, logit_bias=g.logit_bias, constraint=g.constraint)
-            completion = Completion(self.model.tokenizer, sampler, len(ids), g.max_tokens, g.stop, g.logprobs)
+            completion = Completion(self.model.tokenizer, sampler, len(ids), g.max_tokens, g.stop, g.logprobs,
+                                    g.post_sampling_probs)
             completion.n_cached = n_cached
             slot.task = _Task(job, completion, n_cached)
 

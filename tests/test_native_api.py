@@ -6,6 +6,7 @@ un-prefixed aliases /completions, /chat/completions and /models."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -108,6 +109,27 @@ def test_n_probs(live_server, smollm2_model):
     streamed = events(live_server, "/completion", {"prompt": PROMPT, "n_predict": 4, "n_probs": 3, "stream": True,
                                                    **GREEDY})
     assert [e["completion_probabilities"][0]["id"] for e in streamed[:-1]] == [p["id"] for p in probs]
+
+
+def test_post_sampling_probs(live_server):
+    """llama.cpp's post_sampling_probs: probabilities of the distribution each token was drawn from
+    (after top_k/top_p/min_p and the temperature) under "prob"/"top_probs"; greedy picks have 1."""
+    body = {"prompt": PROMPT, "n_predict": 1, "n_probs": 5, "temperature": 0.8, "top_k": 2, "cache_prompt": False}
+    pre = post(live_server, "/completion", body).json()["completion_probabilities"][0]["top_logprobs"]
+    r = post(live_server, "/completion", {**body, "post_sampling_probs": True}).json()
+    assert r["generation_settings"]["post_sampling_probs"] is True
+    tok = r["completion_probabilities"][0]
+    top = tok["top_probs"]
+    assert "logprob" not in tok and [t["id"] for t in top] == [t["id"] for t in pre[:2]]   # top_k 2 survive
+    assert sum(t["prob"] for t in top) == pytest.approx(1.0)
+    assert math.log(top[0]["prob"] / top[1]["prob"]) == pytest.approx((pre[0]["logprob"] - pre[1]["logprob"]) / 0.8,
+                                                                       rel=1e-4)
+    assert tok["prob"] == next(t["prob"] for t in top if t["id"] == tok["id"])
+    greedy = events(live_server, "/completion", {**body, "temperature": 0, "n_predict": 2, "stream": True,
+                                                 "post_sampling_probs": True})
+    for e in greedy[:-1]:
+        (p,) = e["completion_probabilities"]
+        assert p["prob"] == 1.0 and [t["id"] for t in p["top_probs"]] == [p["id"]]
 
 
 def test_fields(live_server):
