@@ -26,8 +26,8 @@ class APIError(Exception):
 def context_exceeded(n_tokens: int, n_ctx: int, advice: str, param: str = "messages") -> APIError:
     """A prompt too long for the context: OpenAI's code, llama-server's type, wording and counts (its
     clients read n_prompt_tokens and n_ctx to shorten the conversation)."""
-    return APIError(400, f"the request ({n_tokens} tokens) exceeds the available context size ({n_ctx} "
-                         f"tokens): {advice}", param=param, type="exceed_context_size_error",
+    return APIError(400, f"the request ({n_tokens} tokens) exceeds the available context size: the context "
+                         f"holds {n_ctx} tokens; {advice}", param=param, type="exceed_context_size_error",
                     code="context_length_exceeded", extra={"n_prompt_tokens": n_tokens, "n_ctx": n_ctx})
 
 
