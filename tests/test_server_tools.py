@@ -110,6 +110,30 @@ def test_named_tool_choice(client):
     assert len({calls[0].id}) == 1 and calls[0].id.startswith("call_")
 
 
+def test_parallel_tool_calls_whole_and_streamed(client):
+    """parallel_tool_calls (the default): two calls in one reply, indices 0 and 1 in the stream, the same
+    calls whole and streamed; both results sent back give a final answer in text."""
+    ask = [{"role": "user", "content": "I need two things: the weather in Berlin, and the local time in Europe/Berlin."}]
+    kw = dict(model="any", messages=ask, tools=[WEATHER, TIME], tool_choice="required", temperature=0,
+              max_tokens=100, extra_body=FRESH)
+    r = client.chat.completions.create(**kw).choices[0]
+    assert r.finish_reason == "tool_calls" and len(r.message.tool_calls) == 2
+    tools = {t["function"]["name"]: t for t in (WEATHER, TIME)}
+    for call in r.message.tool_calls:
+        arguments_valid(call, tools[call.function.name])
+    assert len({call.id for call in r.message.tool_calls}) == 2
+    _, streamed, finish = streamed_calls(client.chat.completions.create(stream=True, **kw))
+    assert finish == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in streamed] == [(c.function.name, c.function.arguments)
+                                                                for c in r.message.tool_calls]
+    results = [{"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+               for call, result in zip(r.message.tool_calls, ({"temperature": 12}, {"time": "14:05"}))]
+    final = client.chat.completions.create(model="any", messages=ask + [r.message.model_dump(exclude_none=True)]
+                                           + results, tools=[WEATHER, TIME], temperature=0, max_tokens=30,
+                                           extra_body=FRESH).choices[0]
+    assert final.message.content and final.finish_reason in ("stop", "length")
+
+
 @pytest.mark.parametrize("choice", ["none", "auto"])
 def test_tool_choice_none_and_auto_answer_in_text(client, choice):
     """"none" shows the model no tools; under "auto" a greeting gets a text answer (the lazy grammar lets
