@@ -4,9 +4,10 @@
     .venv/bin/python scripts/bench_constraint.py [--models smollm2 gemma3] [--tokens 96] [--repeats 5]
                                                  [--temperature 0]
 
-For each model, runs alternate between unconstrained and json_object generation of the same prompt
+For each model, runs alternate between json_object and unconstrained generation of the same prompt
 (greedy by default, else llama.cpp's other sampling defaults with --temperature and a fixed seed; the
-same chat prompt, cache not reused), and report per run the decode rate ((n - 1) / decode
+same chat prompt, cache not reused; the unconstrained run stops at the length the constrained one
+reached, so both cover the same positions), and report per run the decode rate ((n - 1) / decode
 time, as llama.cpp's timings count it) and the time spent in the sampler per token (Sampler.sample +
 accept: the constraint's whole cost lives there), and the process's CPU time per decoded token (all
 threads; it moves much less with the machine's load than the wall-clock rate). Prints the medians, the spread, and the ratio
@@ -98,8 +99,11 @@ def main():
         lengths = {"none": [], "json_object": []}
         cpu = {"none": [], "json_object": []}
         for _ in range(args.repeats):
-            for kind, c in (("none", None), ("json_object", constraint)):
-                rate, ms, n, cpu_ms = run(model, session, ids, c, args.tokens, args.temperature)
+            n = args.tokens
+            # the constrained run first: when its JSON closes early, the unconstrained run stops at the same
+            # length, so both rates cover the same positions (attention grows with them)
+            for kind, c in (("json_object", constraint), ("none", None)):
+                rate, ms, n, cpu_ms = run(model, session, ids, c, n, args.temperature)
                 rates[kind].append(rate)
                 sampler_ms[kind].append(ms)
                 lengths[kind].append(n)
