@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Compare constrained-decoding libraries on our real vocabularies (the measurements behind choosing
-llguidance; docs/constraints.md has the results).
+llguidance; docs/CONSTRAINTS.md has the results).
 
     .venv/bin/pip install outlines-core      # not a chatfile dependency: only for this comparison
     .venv/bin/python scripts/bench_constraint_libs.py [--models smollm2 gemma3]
