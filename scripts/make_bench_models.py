@@ -18,6 +18,8 @@ to Q5_0 / Q5_1 / Q8_0 where a row length is not a multiple of 256). Written to D
                                         the cost of routed experts: llama (Mixtral-style), 8 layers,
                                         dim 1024, 8 experts of width 1024 with 2 used per token, and its
                                         dense twin of FFN width 2048 (same active width); pure Q4_K
+    smollm2-IQ4_NL.gguf                 SmolLM2-135M requantized to pure IQ4_NL (its 576-wide rows rule
+                                        out IQ4_XS, which needs multiples of 256)
 
 Files that exist are kept. Benchmarks are not tests; nothing here is used by `make test`.
 """
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
     wanted = set(filter(None, a.only.split(",")))
     jobs = [(f"qwen05b-{m}", None, m) for m in MIXES] + \
            [(f"gemma3-270m-{m}", "gemma3", m) for m in ("Q5_K_M", "Q6_K")] + \
-           [(f"{pair}-Q4_K", pair, "Q4_K") for pair in MOE_PAIR]
+           [(f"{pair}-Q4_K", pair, "Q4_K") for pair in MOE_PAIR] + \
+           [("smollm2-IQ4_NL", "smollm2", "IQ4_NL")]
     src_f16 = a.out / "qwen05b-F16.gguf"
     for stem, base, mix in jobs:
         dst = a.out / f"{stem}.gguf"
@@ -147,6 +150,9 @@ def main(argv=None) -> int:
             write_f16(src, MOE_PAIR[base], f"{base} random")
             quantize(src, dst, "LLAMA_FTYPE_MOSTLY_Q4_K_S", pure=True)
             src.unlink()
+        elif mix == "IQ4_NL":                           # pure: every matrix on the IQ4_NL kernels
+            quantize(fetch_models.model_path(base), dst, "LLAMA_FTYPE_MOSTLY_IQ4_NL", requantize=True,
+                     pure=True)
         else:
             quantize(fetch_models.model_path(base), dst, MIXES[mix], requantize=True)
         print(f"wrote {dst} ({dst.stat().st_size / 1e6:.0f} MB)")
