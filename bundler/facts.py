@@ -8,6 +8,7 @@ from collections import Counter
 
 from runtime.bundle import PAYLOAD_ALIGNMENT, BundleInfo, is_bundle, read_info
 from runtime.config import ARCHITECTURES, support_problem
+from runtime.escapes import printable
 from runtime.ggml import Keys, type_name
 from runtime.gguf import GGUFFile
 
@@ -75,14 +76,14 @@ def format_facts(facts: dict) -> str:
     """Aligned `key: value` lines for humans (`--json` prints the dict itself)."""
     def show(v):
         if isinstance(v, dict):
-            return ", ".join(f"{k} x{n}" for k, n in v.items())
+            return printable(", ".join(f"{k} x{n}" for k, n in v.items()))
         if isinstance(v, list):
-            return shlex.join(v) if v else "(none)"
+            return printable(shlex.join(v)) if v else "(none)"
         if isinstance(v, bool):
             return "yes" if v else "no"
         if isinstance(v, int) and v >= 10_000:
             return f"{v:,}"
-        return str(v) if v not in ("", None) else "(none)"
+        return printable(str(v)) if v not in ("", None) else "(none)"   # the file's strings: no escapes
 
     width = max(map(len, facts))
     return "\n".join(f"{k.replace('_', ' '):<{width}}  {show(v)}" for k, v in facts.items())

@@ -18,6 +18,7 @@ import threading
 
 from .chat_template import CHATML, ChatTemplate, ChatTemplateError, chat_prompt_ids
 from .conversation import ConversationTooLong, drop_oldest, fit_messages, reply_room
+from .escapes import TerminalFilter, printable
 from .ggml import Keys
 from .generate import PromptTooLong, generate
 from .options import ChatOptions
@@ -38,6 +39,9 @@ class Terminal:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty()
+        self.model_text = TerminalFilter()            # the model's escape sequences never reach the terminal
+        if hasattr(self.stdin, "reconfigure"):        # input that is not UTF-8: U+FFFD, not a traceback
+            self.stdin.reconfigure(errors="replace")
         if self.interactive:
             with contextlib.suppress(ImportError):   # line editing and history where the platform has it
                 import readline  # noqa: F401
@@ -66,10 +70,11 @@ class Terminal:
         return "\n".join(lines + [line])
 
     def write(self, text: str):
-        self.stdout.write(text)
+        self.stdout.write(self.model_text.feed(text))
         self.stdout.flush()
 
     def note(self, text: str):
+        text = printable(text)                        # it may quote the model file (a template's message)
         dim = self.stderr.isatty()
         self.stderr.write(f"\x1b[2m{text}\x1b[0m\n" if dim else text + "\n")
         self.stderr.flush()
@@ -175,4 +180,4 @@ def run(model, options: ChatOptions, *, lock=None, terminal: Terminal | None = N
 
 def _model_name(model) -> str:
     name = getattr(model.config, "name", "") or ""
-    return name or "the model"
+    return printable(name) or "the model"

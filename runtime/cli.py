@@ -2,7 +2,8 @@
 
     -p TEXT | -p - | -f FILE   one-shot completion: prints only the completion to stdout (the prompt is
                                not echoed, unlike llama.cpp's llama-completion) and exits 0; logs and
-                               --verbose timings go to stderr
+                               --verbose timings go to stderr. A pipe or file gets the model's exact
+                               bytes; a terminal gets them without escape sequences (as the chat does)
     --chat                     terminal chat
     --server                   OpenAI-compatible API + web UI
     (none)                     server + browser, and the terminal chat when started from a terminal
@@ -11,6 +12,8 @@ Defaults (llama.cpp's): --temp 0.8 (one-shot, server and chat alike: llamafile's
 models loop under greedy decoding), --top-k 40, --top-p 0.95, --min-p 0.05, --repeat-penalty 1.0 over
 --repeat-last-n 64, -n -1 (until end of generation or a full context), -s -1 (random seed).
 -c: 8192 (llamafile's default) capped at the model's trained context; -c 0 is the trained context.
+When the KV cache of the default context would not fit in the memory available, the context is lowered
+with one line saying so; an explicit -c that does not fit is an error.
 -np N: the server generates N replies at once, each in a slot of its own -c positions (-c sizes each
 slot, unlike llama-server, which splits -c among its slots: adding slots never shortens a conversation;
 KV memory grows with the positions used, up to N x -c).
@@ -24,6 +27,7 @@ import os
 import sys
 import time
 
+from .escapes import TerminalFilter, printable
 from .options import DEFAULT_HOST, DEFAULT_PORT, PORT_SCAN, ChatOptions, LaunchOptions, ServerOptions
 from .sampler import SamplingParams
 
@@ -109,6 +113,26 @@ def context_size(args, model) -> int:
     if args.ctx_size is None:
         return min(DEFAULT_CTX, trained)
     return args.ctx_size or trained
+
+
+def fit_to_memory(args, model, n_ctx: int, n_seqs: int) -> int:
+    """n_ctx, unless n_seqs KV caches of it would not fit in the memory available (runtime/memory.py):
+    the default context is lowered with one line saying so; one the user chose (-c) is an error."""
+    from .memory import MIN_CTX, available_bytes, fit_context, gib
+    from .model import KVCache
+    per_position = KVCache.bytes_per_position(model.config)
+    available = available_bytes()
+    fits = fit_context(n_ctx, n_seqs, per_position, available)
+    if fits == n_ctx:
+        return n_ctx
+    need = f"the KV cache for {n_ctx} positions{f' x {n_seqs} slots' if n_seqs > 1 else ''} would take " \
+           f"{gib(n_seqs * n_ctx * per_position)}, more than the {gib(available)} of memory available"
+    if not fits:
+        raise UsageError(f"{need}, and not even {MIN_CTX} positions fit ({gib(per_position)} each)")
+    if args.ctx_size is not None:
+        raise UsageError(f"{need}: give a smaller -c (at most {fits} fit)")
+    print(f"chatfile: {need}: using a context of {fits} positions (-c to choose)", file=sys.stderr, flush=True)
+    return fits
 
 
 def chat_options(args, n_ctx: int) -> ChatOptions:
@@ -221,12 +245,14 @@ def run_prompt(model, args, n_ctx: int) -> int:
     gen = generate(model, session, ids, sampling_params(args), max_tokens=args.n_predict,
                    context_shift=args.context_shift, n_keep=args.keep)
     out = sys.stdout.buffer
+    # a terminal gets the text without the model's escape sequences; a pipe gets its exact bytes
+    shown = TerminalFilter().feed if sys.stdout.isatty() else None
     text_end = ""
     for piece in gen:
-        out.write(piece.text.encode("utf-8"))
+        out.write((shown(piece.text) if shown else piece.text).encode("utf-8"))
         out.flush()
         text_end = (text_end + piece.text)[-1:]
-    if sys.stdout.isatty() and text_end != "\n":
+    if shown and text_end != "\n":
         out.write(b"\n")                  # keep the shell prompt on its own line; pipes get exact bytes
         out.flush()
     if gen.context_full:
@@ -260,8 +286,11 @@ def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
         args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
         check_args(args)
         model, model_path = load_model(args, embedded)
-        n_ctx = context_size(args, model)
-        if args.prompt is not None or args.file is not None:
+        one_shot = args.prompt is not None or args.file is not None
+        # KV caches: one session (-p, --chat), the server's slots, plus the terminal chat beside them
+        n_seqs = 1 if one_shot or args.chat else args.parallel + (not args.server and sys.stdin.isatty())
+        n_ctx = fit_to_memory(args, model, context_size(args, model), n_seqs)
+        if one_shot:
             return run_prompt(model, args, n_ctx)
         if args.chat:
             from . import chat
@@ -270,7 +299,7 @@ def main(argv=None, *, embedded: tuple[str, int] | None = None) -> int:
         return launch.run(model, server_options(args, model_path, n_ctx),
                           launch_options(args, sys.stdin.isatty()), chat_options(args, n_ctx))
     except _user_errors() as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(e))}", file=sys.stderr)   # it may quote the model file
         return 2
     except BrokenPipeError:                # `| head`: the reader is gone, nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -16,6 +16,7 @@ import time
 
 from .options import ChatOptions, LaunchOptions, ServerOptions
 from .server import create_app
+from .escapes import printable
 from .server_guard import ConnectionLimits, h11_protocol, is_loopback
 
 
@@ -89,7 +90,7 @@ def run(model, options: ServerOptions, launch: LaunchOptions, chat_options: Chat
     server = make_server(app, options)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
     url = f"http://{url_host}:{port}/"
-    print(f"chatfile: {engine.name} at {url}" + (" (API key required)" if options.api_keys else ""),
+    print(f"chatfile: {printable(engine.name)} at {url}" + (" (API key required)" if options.api_keys else ""),
           file=sys.stderr, flush=True)
     try:
         if launch.foreground_chat:

@@ -1,8 +1,14 @@
-"""Large zeroed arrays that take memory only as they are written: the KV cache.
+"""Memory for the KV cache: sized against what the machine has before anything is allocated, then
+allocated so that it takes memory only as it is written.
 
-`lazy_zeros(shape, dtype)` maps fresh anonymous memory (the kernel hands out zero pages on first
-touch) and asks for 4 KiB pages only (`MADV_NOHUGEPAGE`).
+Sizing. The KV cache is the one allocation the metadata sizes without the file having to hold it: a
+small file with many thin layers and a large context can ask for far more than the machine has (the
+pages are mapped lazily, so the failure would come later, as the cache fills, from the kernel's OOM
+killer). `fit_context` computes the cache's size first (bytes per position x positions x sequences)
+and lowers the context to what fits in the memory available, or says that nothing useful fits.
 
+Allocation. `lazy_zeros(shape, dtype)` maps fresh anonymous memory (the kernel hands out zero pages
+on first touch) and asks for 4 KiB pages only (`MADV_NOHUGEPAGE`).
 Why not `np.zeros`: numpy asks for transparent huge pages on every allocation of 4 MiB or more
 (madvise(MADV_HUGEPAGE)), so the first write into a 2 MiB-aligned range faults in all 2 MiB of it.
 A KV cache is written a position at a time in every (layer, head) slice: with huge pages SmolLM2's
@@ -14,10 +20,53 @@ without numpy's request. Where mmap or madvise is unavailable this falls back to
 """
 from __future__ import annotations
 
-import mmap
 import math
+import mmap
 
 import numpy as np
+
+KV_SHARE = 0.8          # of the available memory the KV cache may take (the weights are paged in beside it)
+MIN_CTX = 256           # a context shorter than this is not worth running
+CTX_STEP = 256          # a lowered context is a multiple of this
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still use: MemAvailable, within a cgroup (container) limit if any;
+    None where neither can be read (not Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:                                    # cgroup v2: the limit and what the group already uses
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read())
+        if limit.isdigit():
+            found.append(max(int(limit) - current, 0))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def fit_context(n_ctx: int, n_seqs: int, bytes_per_position: int, available: int | None) -> int:
+    """The largest context <= n_ctx whose KV cache (n_seqs sequences) fits in KV_SHARE of `available`:
+    n_ctx itself when it fits (or when the memory is unknown), else a multiple of CTX_STEP, else 0
+    when not even MIN_CTX positions fit."""
+    if available is None or n_seqs * n_ctx * bytes_per_position <= KV_SHARE * available:
+        return n_ctx
+    fits = int(KV_SHARE * available) // (n_seqs * bytes_per_position)
+    fits -= fits % CTX_STEP
+    return fits if fits >= MIN_CTX else 0
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def lazy_zeros(shape, dtype=np.float32) -> np.ndarray:
@@ -42,4 +91,4 @@ def lazy_zeros(shape, dtype=np.float32) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=math.prod(shape)).reshape(shape)
 
 
-__all__ = ["lazy_zeros"]
+__all__ = ["available_bytes", "fit_context", "gib", "lazy_zeros"]

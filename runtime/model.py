@@ -115,6 +115,9 @@ class Model:
         self.gguf = gguf
         self.config = c = config
         self.tokenizer = Tokenizer.from_metadata(gguf.metadata)  # raises TokenizerError
+        if self.tokenizer.vocab_size != c.vocab_size:   # an id without a token could be sampled, or one
+            raise ModelError(f"the vocabulary has {self.tokenizer.vocab_size} tokens but token_embd.weight "
+                             f"has {c.vocab_size} rows; they must match")      # past the rows tokenized
         w = _Weights(gguf, c)
         self.token_embd = w.matrix("token_embd.weight", c.dim, c.vocab_size)
         self.output_norm = w.vector("output_norm.weight", c.dim)

@@ -40,6 +40,7 @@ _USER_DEFINED, _NORMAL, _BYTE = int(Attr.USER_DEFINED), int(Attr.NORMAL), int(At
 # longer than _CACHE_WORD are not kept (they rarely repeat); the cache starts afresh when its estimated
 # size (a dict slot, str and tuple headers per entry, 4 bytes per character, 8 per id) passes _CACHE_BYTES.
 _CACHE_WORD = 256
+_HEX = frozenset("0123456789abcdefABCDEF")
 _CACHE_BYTES = 32 << 20
 _ENTRY_BYTES = 200
 
@@ -242,8 +243,10 @@ class Tokenizer:
         tid = self.token_to_id.get(f"<0x{b:02X}>")
         if tid is None and b < 0x80:
             tid = self.token_to_id.get(chr(b))
+        if tid is None:         # no byte fallback (llama.cpp would throw): SentencePiece's unknown token
+            tid = self.unk_id
         if tid is None:
-            raise TokenizerError(f"the vocabulary has no byte-fallback token <0x{b:02X}>")
+            raise TokenizerError(f"the vocabulary has no byte-fallback token <0x{b:02X}> and no unknown token")
         return tid
 
     # --- ids -> text -------------------------------------------------------------------------------
@@ -275,8 +278,9 @@ class Tokenizer:
                 else:
                     out.append(b)
             return bytes(out)
-        if attr & _BYTE:
-            return bytes([int(text[3:5], 16)])
+        if attr & _BYTE:        # "<0xAB>"; llama.cpp's strtol reads anything else as far as it is hex
+            digits = text[3:5]
+            return bytes([int(digits, 16) if len(digits) == 2 and all(c in _HEX for c in digits) else 0])
         return b""
 
     def detokenize_bytes(self, ids, special: bool = True) -> bytes:

@@ -1,5 +1,5 @@
 #!/bin/sh
-[ -n "$PATH" ] || PATH=/usr/bin:/bin; [ -r "$0" ] && command -v cksum >/dev/null && [ "$(head -n 120 "$0" | tail -n +9 | cksum)" != "4229974054 5356" ] && { echo "chatfile: $0: damaged file: its launcher script does not match its checksum (download or build it again)" >&2; exit 2; }
+[ -n "$PATH" ] || PATH=/usr/bin:/bin; [ -r "$0" ] && command -v cksum >/dev/null && [ "$(head -n 136 "$0" | tail -n +9 | cksum)" != "480674960 6261" ] && { echo "chatfile: $0: damaged file: its launcher script does not match its checksum (download or build it again)" >&2; exit 2; }
 BUILD_ID=@BUILD_ID@
 ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 ARCHIVE_SIZE=@ARCHIVE_SIZE@
@@ -34,18 +34,34 @@ esac
     die "$self: damaged file: its launcher's numbers do not add up (download or build it again)"
 
 # A cache root must be a real directory owned by us with no group/other permissions, so no other
-# local user can plant code that we would execute (SECURITY.md). We create it 0700 and re-check it on
-# every launch before executing anything from it.
+# local user can plant code that we would execute (SECURITY.md). We create it (and any missing parent)
+# with mode 700 in one step, never open first and private after. One that was ever open to others
+# (a loose mode: an older launcher, or a umask of 000) is taken back only if nothing in it belongs to
+# anyone else; otherwise it is not used at all.
+uid=$(id -u)
 private_dir() {
     [ -L "$1" ] && return 1
-    [ -d "$1" ] || mkdir -p "$1" 2>/dev/null || return 1
+    [ -d "$1" ] || (umask 077 && mkdir -p "$1") 2>/dev/null || return 1
     [ -L "$1" ] && return 1
     [ -d "$1" ] && [ -O "$1" ] || return 1
     case $(ls -ldn "$1" 2>/dev/null) in
         d???------*) ;;
         *) chmod 700 "$1" 2>/dev/null || return 1
-           case $(ls -ldn "$1" 2>/dev/null) in d???------*) ;; *) return 1 ;; esac ;;
+           case $(ls -ldn "$1" 2>/dev/null) in d???------*) ;; *) return 1 ;; esac
+           [ -z "$(find "$1" ! -user "$uid" -print 2>/dev/null | head -n 1)" ] || return 1 ;;
     esac
+}
+
+# What is executed: our link rt-BUILD_ID, to a directory of ours, holding our executable (and its
+# _internal directory), none of them writable by group or others.
+ours() {
+    [ -O "$1" ] || return 1
+    case $(ls -ldn "$1" 2>/dev/null) in ?????[!w]??[!w]*) ;; *) return 1 ;; esac
+}
+runtime_ok() {
+    [ -n "$(find "$1" -maxdepth 1 -name "rt-$BUILD_ID" -type l -user "$uid" 2>/dev/null)" ] &&
+        ours "$1/rt-$BUILD_ID/" && [ -f "$1/rt-$BUILD_ID/$RT" ] && [ -x "$1/rt-$BUILD_ID/$RT" ] &&
+        ours "$1/rt-$BUILD_ID/$RT" && { [ ! -e "$1/rt-$BUILD_ID/_internal" ] || ours "$1/rt-$BUILD_ID/_internal/"; }
 }
 
 part1() { tail -c +$((ARCHIVE_OFFSET + 1)) "$self" | head -c "$ARCHIVE_SIZE"; }
@@ -75,7 +91,7 @@ unpack() {
         return 1
     fi
     if ! ln -sn "${tmp##*/}" "$dest/rt-$BUILD_ID" 2>/dev/null; then
-        if [ -x "$dest/rt-$BUILD_ID/$RT" ]; then
+        if runtime_ok "$dest"; then
             rm -rf "$tmp"                               # another copy finished first: use its runtime
         else
             rm -f "$dest/rt-$BUILD_ID"                  # a dangling link (its directory was cleaned)
@@ -94,7 +110,7 @@ if [ -n "$XDG_CACHE_HOME" ]; then
 elif [ -n "$HOME" ]; then
     primary=$HOME/.cache/chatfile
 fi
-warm() { [ -n "$1" ] && private_dir "$1" && [ -x "$1/rt-$BUILD_ID/$RT" ]; }
+warm() { [ -n "$1" ] && private_dir "$1" && runtime_ok "$1"; }
 
 if warm "$primary"; then
     root=$primary

@@ -244,6 +244,59 @@ def test_refuses_a_cache_dir_owned_by_someone_else(exe, shared_tmp):
     assert (tmpdir / f"chatfile-{uid}").is_dir()
 
 
+def _home_of(uid: int, parent: Path) -> Path:
+    home = parent / "home"
+    home.mkdir()
+    if os.getuid() == 0:
+        os.chown(home, uid, uid)
+    return home
+
+
+def test_umask_000_still_makes_every_directory_private(exe, shared_tmp):
+    """Under umask 000 the launcher's cache directories (parents included) are created with mode 700
+    in one step: there is no moment at which another user could plant a runtime in them."""
+    uid = _unprivileged()
+    home = _home_of(uid, shared_tmp)
+    cmd = ["env", "-i", f"PATH={CLEAN_PATH}", f"HOME={home}", "sh", "-c", 'umask 000 && exec "$@"', "sh", str(exe),
+           "--help"]
+    if uid != os.getuid():
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
+    r = subprocess.run(cmd, cwd="/", capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    for d in (home / ".cache", home / ".cache" / "chatfile"):
+        st = d.lstat()
+        assert st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700, (d, oct(st.st_mode))
+
+
+def test_runtime_planted_while_the_root_was_open_is_never_run(exe, shared_tmp):
+    """A cache root of ours that was once open to others (mode 777, as an old launcher or the window
+    between mkdir and chmod left it) and holds an rt-BUILD_ID runtime someone else put there: the
+    launcher does not run it (it uses its fallback directory instead), and says nothing worrying."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to plant files owned by someone else")
+    uid = _unprivileged()
+    home = _home_of(uid, shared_tmp)
+    root = home / ".cache" / "chatfile"
+    root.mkdir(parents=True)
+    for d in (home / ".cache", root):
+        os.chown(d, uid, uid)
+    root.chmod(0o777)
+    build_id = bundle.read_info(exe).build_id
+    planted = root / f"rt-{build_id}"
+    (planted / "_internal").mkdir(parents=True)                      # owned by root, not by the victim
+    marker = shared_tmp / "PLANTED-CODE-RAN"
+    (planted / "chatfile-rt").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (planted / "chatfile-rt").chmod(0o755)
+    planted.chmod(0o755)
+    tmpdir = shared_tmp / "tmp"
+    tmpdir.mkdir()
+    tmpdir.chmod(0o1777)
+    r = run_clean(exe, "--help", home=str(home), user=uid, env={"TMPDIR": str(tmpdir)})
+    assert r.returncode == 0, r.stderr.decode()
+    assert not marker.exists()
+    assert (tmpdir / f"chatfile-{uid}" / f"rt-{build_id}").is_symlink()
+
+
 def test_two_copies_at_once_and_a_killed_extraction(exe, home, smollm2_path):
     expected = chatfile_run(smollm2_path, *PROMPT)
     root = Path(home) / ".cache" / "chatfile"
