@@ -68,7 +68,7 @@ def integer(body: dict, name: str, lo: int, hi: int, default):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and math.isfinite(value) and not value.is_integer()):
         raise wrong(name, "an integer", value)
-    if not lo <= value <= hi:      # also a huge literal, parsed as a float (parse_body), and NaN
+    if not lo <= value <= hi:      # also inf and NaN, which parse_body refuses but a caller may pass
         raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {_shown(value)}", param=name)
     return int(value)
 

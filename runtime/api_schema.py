@@ -9,6 +9,7 @@ APIError live in runtime/api_fields.py, the tool and structured-output fields in
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ MAX_STOP_CHARS = 512               # per stop string; generate() holds back this
 MAX_TOP_LOGPROBS = 20              # OpenAI's limit
 MAX_PREDICT = 2**31 - 1            # max_tokens when a context shift lets a reply outgrow the context
 MAX_SEED = 2**64                   # numpy's SeedSequence takes any non-negative int; we keep it 64-bit
-MAX_INT_DIGITS = 32                # longer integer literals are parsed as floats (see parse_body)
+MAX_INT_DIGITS = 32                # longer integer literals are refused (see parse_body)
 MAX_CHOICES = 16                   # `n`: choices are generated one after the other
 
 
@@ -91,57 +92,79 @@ class Limits:
 def parse_body(raw: bytes) -> dict:
     """Bytes of a request body -> the JSON object it holds.
 
-    Numbers: an integer literal of more than MAX_INT_DIGITS digits becomes a float (inf when past
-    float range), so no later check or arithmetic meets an int that overflows float() or str()
-    (Python refuses to convert ints of over 4300 digits at all); every field that wants an integer
-    refuses it by range. Strings: JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which is no
-    character and cannot be encoded; it is refused here, naming the field."""
+    Refused here, naming the field, wherever in the body they are (so no later check, arithmetic or
+    echo of an ignored field meets them): an integer of more than MAX_INT_DIGITS digits (Python cannot
+    even print one of over 4300), a number past float range (`1e400`), NaN and Infinity (which JSON
+    does not have; Python's parser accepts them), and a lone UTF-16 surrogate (`"\\ud800"`), which is
+    no character and cannot be encoded."""
     if not raw:
         raise APIError(400, "request body is empty; expected a JSON object")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise APIError(400, f"request body is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})")
+    bad: list[_BadNumber] = []
     try:
-        body = json.loads(text, parse_int=_parse_int)
+        body = json.loads(text, parse_int=lambda s: _number(s, int, bad), parse_float=lambda s: _number(s, float, bad),
+                          parse_constant=lambda s: _number(s, None, bad))
     except json.JSONDecodeError as e:
         raise APIError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")
     except RecursionError:
         raise APIError(400, "request body is not valid JSON: nested too deeply")
     if not isinstance(body, dict):
         raise APIError(400, f"request body must be a JSON object, got {json_type(body)}")
-    if _SURROGATE_ESCAPE.search(text):          # rare: only then walk the body to find the string
-        where = _lone_surrogate(body)
-        if where is not None:
-            raise APIError(400, f"'{where}' contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape "
-                                "without its pair), which is not a character", param=where)
+    if bad:                                       # rare: only then walk the body to find the field
+        where, number = _first(body, lambda v: isinstance(v, _BadNumber))
+        raise APIError(400, f"'{where}' {number.reason}", param=where)
+    if _SURROGATE_ESCAPE.search(text):
+        found = _first(body, lambda v: isinstance(v, str) and _SURROGATE.search(v))
+        if found is not None:
+            raise APIError(400, f"'{found[0]}' contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape "
+                                "without its pair), which is not a character", param=found[0])
     return body
 
 
-def _parse_int(literal: str):
-    return int(literal) if len(literal) <= MAX_INT_DIGITS else float(literal)
+class _BadNumber:
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _number(literal: str, kind, bad: list):
+    if kind is int and len(literal.lstrip("-")) <= MAX_INT_DIGITS:
+        return int(literal)
+    if kind is float:
+        value = float(literal)
+        if math.isfinite(value):
+            return value
+        reason = "is a number out of range"
+    elif kind is int:
+        reason = f"is a number of {len(literal.lstrip('-'))} digits; at most {MAX_INT_DIGITS} are accepted"
+    else:
+        reason = f"must be a finite number (JSON has no {literal})"
+    bad.append(_BadNumber(reason))
+    return bad[-1]
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _lone_surrogate(body) -> str | None:
-    """The path ('messages[0].content') of the first string (key or value) holding a lone surrogate.
-    Iterative: the body may nest as deep as the JSON parser allowed."""
+def _first(body, test) -> tuple[str, object] | None:
+    """(path, value) of the first value in document order for which test(value) holds, keys included
+    ('messages[0].content'). Iterative: the body may nest as deep as the JSON parser allowed."""
     stack = [("", body)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return path or "(body)"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if _SURROGATE.search(key):
-                    return f"{path}.{key!a}" if path else ascii(key)
-                stack.append((f"{path}.{key}" if path else key, item))
+        if test(value):
+            return path or "(body)", value
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                name = f"{path}.{key}" if path else key
+                if test(key):
+                    return ascii(name), key
+                stack.append((name, item))
         elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
     return None
 
 

@@ -230,8 +230,11 @@ HOSTILE_BODIES = [
     (CHAT, '{"messages": [{"role": %s, "content": "Hi"}]}' % HUGE, 400, "messages[0].role"),
     (CHAT, '{"messages": [{"role": [], "content": "Hi"}]}', 400, "messages[0].role"),
     (CHAT, '{"messages": [{"role": {"a": 1}, "content": "Hi"}]}', 400, "messages[0].role"),
-    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "user": %s,'
-           ' "metadata": {"x": [%s]}}' % (HUGE, HUGE), 200, None),           # ignored fields: served
+    (CHAT, '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "user": "u",'
+           ' "metadata": {"x": [1, %s]}}' % HUGE, 400, "metadata.x[1]"),     # ignored fields too: an echo
+    ("/v1/responses", '{"input": "Hi", "max_output_tokens": 2, "metadata": {"a": 1e400}}', 400, "metadata.a"),
+    ("/v1/responses", '{"input": "Hi", "max_output_tokens": 2, "metadata": {"a": NaN}}', 400, "metadata.a"),
+    ("/v1/responses", '{"input": "Hi", "max_output_tokens": 2, "metadata": {"a": %s}}' % BIG, 400, "metadata.a"),
     (CHAT, '{"messages": [{"role": "user", "content": "a\\ud800b"}]}', 400, "messages[0].content"),
     (CHAT, '{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
      400, "messages[0].content[0].text"),
