@@ -1,5 +1,5 @@
 #!/bin/sh
-[ -n "$PATH" ] || PATH=/usr/bin:/bin; [ -r "$0" ] && command -v cksum >/dev/null && [ "$(head -n 136 "$0" | tail -n +9 | cksum)" != "480674960 6261" ] && { echo "chatfile: $0: damaged file: its launcher script does not match its checksum (download or build it again)" >&2; exit 2; }
+[ -n "$PATH" ] || PATH=/usr/bin:/bin; [ -r "$0" ] && command -v cksum >/dev/null && [ "$(head -n 139 "$0" | tail -n +9 | cksum)" != "3766056972 6396" ] && { echo "chatfile: $0: damaged file: its launcher script does not match its checksum (download or build it again)" >&2; exit 2; }
 BUILD_ID=@BUILD_ID@
 ARCHIVE_OFFSET=@ARCHIVE_OFFSET@
 ARCHIVE_SIZE=@ARCHIVE_SIZE@
@@ -53,15 +53,18 @@ private_dir() {
 }
 
 # What is executed: our link rt-BUILD_ID, to a directory of ours, holding our executable (and its
-# _internal directory), none of them writable by group or others.
-ours() {
-    [ -O "$1" ] || return 1
-    case $(ls -ldn "$1" 2>/dev/null) in ?????[!w]??[!w]*) ;; *) return 1 ;; esac
-}
+# _internal directory), none of them writable by group or others. One `find` looks at all of them
+# and prints those that pass, in the order given: anything else (a failed check, no find) refuses.
 runtime_ok() {
-    [ -n "$(find "$1" -maxdepth 1 -name "rt-$BUILD_ID" -type l -user "$uid" 2>/dev/null)" ] &&
-        ours "$1/rt-$BUILD_ID/" && [ -f "$1/rt-$BUILD_ID/$RT" ] && [ -x "$1/rt-$BUILD_ID/$RT" ] &&
-        ours "$1/rt-$BUILD_ID/$RT" && { [ ! -e "$1/rt-$BUILD_ID/_internal" ] || ours "$1/rt-$BUILD_ID/_internal/"; }
+    rt_dir=$1/rt-$BUILD_ID
+    [ -L "$rt_dir" ] && [ -f "$rt_dir/$RT" ] && [ -x "$rt_dir/$RT" ] || return 1
+    rt_want="$rt_dir
+$rt_dir/
+$rt_dir/$RT"
+    [ -e "$rt_dir/_internal" ] && rt_want="$rt_want
+$rt_dir/_internal/"
+    [ "$(find "$rt_dir" "$rt_dir/" "$rt_dir/$RT" "$rt_dir/_internal/" -prune -user "$uid" \( -type l -name "rt-$BUILD_ID" \
+          -o ! -type l ! -perm -020 ! -perm -002 \) -print 2>/dev/null)" = "$rt_want" ]
 }
 
 part1() { tail -c +$((ARCHIVE_OFFSET + 1)) "$self" | head -c "$ARCHIVE_SIZE"; }

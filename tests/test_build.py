@@ -297,6 +297,30 @@ def test_runtime_planted_while_the_root_was_open_is_never_run(exe, shared_tmp):
     assert (tmpdir / f"chatfile-{uid}" / f"rt-{build_id}").is_symlink()
 
 
+def test_runtime_writable_by_others_is_never_run(exe, home, tmp_path):
+    """The launcher checks the owner and mode of what it executes, not only of the cache root: a
+    runtime directory, executable or _internal directory that group or others could write to (an
+    older launcher's, or one left open by a umask) is unpacked afresh, and the code in it never runs."""
+    build_id = bundle.read_info(exe).build_id
+    root = Path(home) / ".cache" / "chatfile"
+    r = run_clean(exe, "--help", home=home)
+    assert r.returncode == 0, r.stderr.decode()
+    marker = tmp_path / "PLANTED-CODE-RAN"
+    for loose in ("", "chatfile-rt", "_internal"):
+        rt = (root / f"rt-{build_id}").resolve()
+        real = rt / "chatfile-rt"
+        real.rename(rt / "chatfile-rt.real")
+        real.write_text(f"#!/bin/sh\ntouch {marker}\nexec \"$0.real\" \"$@\"\n")
+        real.chmod(0o700)
+        (rt / loose).chmod(0o777 if loose != "chatfile-rt" else 0o722)
+        r = run_clean(exe, "--help", home=home)
+        assert r.returncode == 0 and b"-p" in r.stdout, r.stderr.decode()
+        assert b"unpacking the runtime" in r.stderr, loose            # replaced, not used
+        assert not marker.exists(), loose
+        assert (root / f"rt-{build_id}").resolve() != rt
+        shutil.rmtree(rt)
+
+
 def test_two_copies_at_once_and_a_killed_extraction(exe, home, smollm2_path):
     expected = chatfile_run(smollm2_path, *PROMPT)
     root = Path(home) / ".cache" / "chatfile"
