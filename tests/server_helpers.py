@@ -96,3 +96,17 @@ def sse_events(response: httpx.Response) -> list:
             data = line[6:]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+def read_until_closed(s: socket.socket, timeout: float | None = None) -> bytes:
+    """Everything the server sends on `s` until it closes the connection (or a recv waits `timeout`
+    seconds; None keeps the socket's own timeout)."""
+    if timeout is not None:
+        s.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := s.recv(65536):
+            received += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return received

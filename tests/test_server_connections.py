@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server_helpers import httpx, smollm2_model, start_server  # noqa: F401
+from server_helpers import httpx, read_until_closed, smollm2_model, start_server  # noqa: F401
 
 HEADER_TIMEOUT = 4.0
 
@@ -29,18 +29,6 @@ def _connect(address) -> socket.socket:
     s = socket.create_connection(address, timeout=30)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")   # close: RST
     return s
-
-
-def _read_all(s: socket.socket, timeout: float) -> bytes:
-    """Everything the server sends until it closes the connection (or `timeout`)."""
-    s.settimeout(timeout)
-    received = b""
-    try:
-        while chunk := s.recv(65536):
-            received += chunk
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return received
 
 
 def _closed_by_server(s: socket.socket) -> bool:
@@ -92,7 +80,7 @@ def test_silent_connection_is_closed(server):
     """A connection that never sends a byte is closed after the idle timeout (5 s), no 408 needed."""
     s = _connect(_address(server.url))
     t0 = time.monotonic()
-    _read_all(s, 15)
+    read_until_closed(s, 15)
     s.close()
     assert time.monotonic() - t0 < 9
 

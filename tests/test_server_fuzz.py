@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runtime
-from server_helpers import httpx, start_server
+from server_helpers import httpx, read_until_closed, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
@@ -197,13 +197,7 @@ def _exchange(address, data: bytes) -> bytes:
             s.sendall(data)
         except OSError:                             # the server may close on garbage before reading it all
             pass
-        received = b""
-        try:
-            while chunk := s.recv(65536):
-                received += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return received
+        return read_until_closed(s)
 
 
 def test_http_framing(server):
