@@ -14,9 +14,9 @@ import sys
 import threading
 import time
 
+from .escapes import printable
 from .options import ChatOptions, LaunchOptions, ServerOptions
 from .server import create_app
-from .escapes import printable
 from .server_guard import ConnectionLimits, h11_protocol, is_loopback
 
 

@@ -40,9 +40,9 @@ _USER_DEFINED, _NORMAL, _BYTE = int(Attr.USER_DEFINED), int(Attr.NORMAL), int(At
 # longer than _CACHE_WORD are not kept (they rarely repeat); the cache starts afresh when its estimated
 # size (a dict slot, str and tuple headers per entry, 4 bytes per character, 8 per id) passes _CACHE_BYTES.
 _CACHE_WORD = 256
-_HEX = frozenset("0123456789abcdefABCDEF")
 _CACHE_BYTES = 32 << 20
 _ENTRY_BYTES = 200
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class Tokenizer:
