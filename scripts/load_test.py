@@ -15,7 +15,8 @@ Checked, and the exit code is 1 when any fails:
 - the server still answers a request after the run.
 
 Reported: requests completed / dropped, tokens streamed, time to first token, /health latency, and the
-server's resident memory (VmRSS) after warm-up and after the run, with its peak (VmHWM).
+server's resident memory (VmRSS) after warm-up and after the run, with its peak (VmHWM), and the server's
+CPU time over the run per streamed token (steadier than tokens/s on a busy machine).
 
 Traffic goes to 127.0.0.1 only; every loop is bounded by the duration (plus --grace for the requests
 still in flight) and the script stops the server it started.
@@ -23,11 +24,13 @@ still in flight) and the script stops the server it started.
     python scripts/load_test.py                       # 32 clients, 60 s
     python scripts/load_test.py -n 8 -s 20            # a short run
     python scripts/load_test.py -np 4                 # the server with 4 slots (--parallel 4)
+    python scripts/load_test.py --root OTHER_CHECKOUT # the same clients against another tree's server
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import socket
@@ -81,6 +84,12 @@ def rss_kib(pid: int) -> dict:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,7 +135,9 @@ def check_reply(lines: list[str]) -> tuple[str | None, int]:
     usage = [c["usage"] for c in chunks if c.get("usage")]
     if len(usage) != 1 or chunks[-1].get("usage") != usage[0]:
         return "no usage chunk last", 0
-    if not all(isinstance(ch["delta"].get("content", ""), str) for c in chunks for ch in c["choices"]):
+    # the role chunk's content is null, as llama-server sends it; every other content is a string
+    if not all(isinstance(ch["delta"].get("content", ""), str) or (i == 0 and ch["delta"]["content"] is None)
+               for i, c in enumerate(chunks) for ch in c["choices"]):
         return "content that is not a string", 0
     n = usage[0]["completion_tokens"]
     if n < 1 or usage[0]["total_tokens"] != usage[0]["prompt_tokens"] + n:
@@ -220,6 +231,9 @@ def main(argv=None) -> int:
     ap.add_argument("-m", "--model", help="GGUF file (default: SmolLM2 from scripts/fetch_models.py)")
     ap.add_argument("-np", "--parallel", type=int, default=1, help="server slots, --parallel (default: 1)")
     ap.add_argument("-t", "--threads", type=int, default=None, help="server threads (default: all)")
+    ap.add_argument("--root", type=Path, default=ROOT,
+                    help="source tree whose `python -m runtime` is the server (default: this checkout; "
+                         "-np is passed only when not 1, for trees without it)")
     args = ap.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or not 0 <= args.disconnect <= 1:
         ap.error("need --clients >= 1, --seconds > 0 and 0 <= --disconnect <= 1")
@@ -230,17 +244,18 @@ def main(argv=None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile("w+")    # the server's stderr, shown when something failed
-    extra = ["-np", str(args.parallel)] + (["-t", str(args.threads)] if args.threads else [])
+    extra = (["-np", str(args.parallel)] if args.parallel != 1 else []) + \
+        (["-t", str(args.threads)] if args.threads else [])
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "--server", "--nobrowser", "--host", "127.0.0.1",
-                             "--port", str(port), "-m", args.model, *extra], cwd=ROOT, stdin=subprocess.DEVNULL,
+                             "--port", str(port), "-m", args.model, *extra], cwd=args.root, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_healthy(url, proc, timeout=300)
         # one request so the first client does not pay for compiling the prefill kernels
         httpx.post(url + "/v1/chat/completions", timeout=300,
                    json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
-        before = rss_kib(proc.pid)
-        print(f"server pid {proc.pid} on {url} (-np {args.parallel}); {args.clients} clients for {args.seconds:g} s, "
+        before, cpu0 = rss_kib(proc.pid), cpu_seconds(proc.pid)
+        print(f"server pid {proc.pid} on {url} ({args.root}, -np {args.parallel}); {args.clients} clients for {args.seconds:g} s, "
               f"{args.disconnect:.0%} dropped early, max_tokens {args.max_tokens}", flush=True)
 
         stats, done = Stats(), threading.Event()
@@ -256,6 +271,7 @@ def main(argv=None) -> int:
             t.join(max(1.0, give_up_at + 30 - time.monotonic()))
         wall = time.monotonic() - t0
         idle = wait_idle(url, timeout=60)
+        cpu = cpu_seconds(proc.pid) - cpu0
         done.set()
         health.join()
         after_ok = httpx.post(url + "/v1/chat/completions", timeout=300, json={
@@ -277,6 +293,8 @@ def main(argv=None) -> int:
     print(f"wall time            {wall:.1f} s (clients stopped starting requests at {args.seconds:g} s)")
     print(f"requests completed   {stats.completed} well-formed, {stats.tokens} tokens "
           f"({stats.tokens / wall:.1f} tokens/s overall)")
+    print(f"server CPU           {cpu:.1f} s, {1000 * cpu / max(stats.tokens, 1):.1f} ms per streamed token "
+          f"(the tokens of dropped requests included in the CPU, not in the count)")
     print(f"requests dropped     {stats.dropped} (client closed the stream early); {stats.cut} cut at the end")
     print(f"time to first token  median {statistics.median(ttft) if ttft else float('nan'):.2f} s, "
           f"p90 {pct(0.9):.2f} s, max {ttft[-1] if ttft else float('nan'):.2f} s")
