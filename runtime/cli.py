@@ -94,6 +94,10 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
                    help="requests generated at once, each in its own slot of -c positions (default: 1)")
     s.add_argument("--slots", action="store_true",
                    help="GET /slots also shows the prompt text of each slot (default: state only)")
+    s.add_argument("-a", "--alias", metavar="NAME[,NAME...]",
+                   help="the model's name in the API (/v1/models and each reply's 'model'); with several, "
+                        "the first in sorted order, as llama-server (default: the GGUF's general.name)")
+    s.add_argument("--tags", metavar="TAG[,TAG...]", help="tags GET /v1/models lists for the model")
     ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
     return ap
 
@@ -156,7 +160,12 @@ def server_options(args, model_path: str, n_ctx: int) -> ServerOptions:
                          chat_template=args.chat_template, defaults=sampling_params(args),
                          max_tokens=args.n_predict, model_path=model_path, pooling=args.pooling, n_ctx=n_ctx,
                          n_slots=args.parallel, context_shift=args.context_shift, n_keep=args.keep,
-                         slots_prompts=args.slots)
+                         slots_prompts=args.slots, aliases=_names(args.alias), tags=_names(args.tags))
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    # "a, b,a" -> ("a", "b"): comma-separated, blanks dropped, each once, sorted (llama-server's std::set)
+    return tuple(sorted({n.strip() for n in (text or "").split(",") if n.strip()}))
 
 
 def launch_options(args, interactive: bool) -> LaunchOptions:

@@ -45,6 +45,8 @@ class ServerOptions:
     context_shift: bool = False        # a full slot shifts its context instead of ending with "length"
     n_keep: int = 0                    # prompt tokens a context shift keeps by default (-1: all)
     slots_prompts: bool = False        # GET /slots shows each slot's prompt text (--slots)
+    aliases: tuple[str, ...] = ()      # --alias: the model's names in the API (the id is the first, sorted)
+    tags: tuple[str, ...] = ()         # --tags: listed by GET /v1/models, as llama-server does
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def timings(done: Done) -> dict:
 
 
 async def models(request: Request) -> Response:
-    engine = state(request).engine
+    st = state(request)
+    engine = st.engine
     model = engine.model
     tensors = model.gguf.tensors.values()
     # llama-server's `meta` (tools/server/README.md), plus the context this server runs with
@@ -68,7 +69,8 @@ async def models(request: Request) -> Response:
             "n_embd": model.config.dim, "n_params": sum(t.shape[0] * t.n_rows for t in tensors),
             "size": sum(t.nbytes for t in tensors), "n_ctx": engine.n_ctx}
     return JSONResponse({"object": "list", "data": [{
-        "id": engine.name, "object": "model", "created": 0, "owned_by": "chatfile", "meta": meta}]})
+        "id": engine.name, "object": "model", "created": 0, "owned_by": "chatfile",
+        "aliases": list(st.options.aliases), "tags": list(st.options.tags), "meta": meta}]})
 
 
 async def chat_completions(request: Request) -> Response:

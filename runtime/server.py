@@ -94,7 +94,8 @@ def model_name(model) -> str:
 
 def create_app(model, options: ServerOptions = ServerOptions()) -> tuple[Guard, Engine]:
     """The ASGI app (guard + routes) and the Engine behind it; the engine starts warming up at once."""
-    engine = Engine(model, model_name(model), n_slots=options.n_slots, n_ctx=options.n_ctx,
+    name = options.aliases[0] if options.aliases else model_name(model)
+    engine = Engine(model, name, n_slots=options.n_slots, n_ctx=options.n_ctx,
                     max_queue=options.max_queue, chat_template=options.chat_template,
                     context_shift=options.context_shift)
     limits = api_schema.Limits(n_ctx=engine.n_ctx, vocab_size=engine.vocab_size,

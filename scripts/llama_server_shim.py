@@ -12,10 +12,10 @@ SmolLM2 given FIM token ids (written once into the shim's work directory). Tests
 text of llama.cpp's own tiny models therefore fail by design; the runner's report says which.
 
 Flags: those chatfile has are passed on (port, host, sampling defaults, context, -n, API key, chat
-template file, threads, pooling, embeddings, --parallel, --context-shift, --slots); llama-server's -c
-is the whole cache split between the slots, so each slot gets -c / --parallel (all of it with
---kv-unified). The rest (GPU layers, batch sizes, aliases, speculative decoding, ...) are dropped, and
-the suite's tests of those features fail.
+template file, threads, pooling, embeddings, --parallel, --context-shift, --slots, --alias, --tags);
+llama-server's -c is the whole cache split between the slots, so each slot gets -c / --parallel (all
+of it with --kv-unified). The rest (GPU layers, batch sizes, speculative decoding, ...) are dropped,
+and the suite's tests of those features fail.
 """
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def main(argv=None) -> int:
         ctx = str(max(int(ctx) // int(args.parallel), 1))
     for ours, value in (("--port", args.port), ("--host", args.host), ("--temp", args.temp), ("-s", args.seed),
                         ("-c", ctx), ("-n", args.n_predict), ("--api-key", args.api_key),
-                        ("-t", args.threads), ("--pooling", args.pooling), ("--parallel", args.parallel)):
+                        ("-t", args.threads), ("--pooling", args.pooling), ("--parallel", args.parallel),
+                        ("--alias", args.alias), ("--tags", args.tags)):
         if value is not None and f'"{ours}"' in cli:
             cmd += [ours, value]
     for flag, given in (("--context-shift", args.context_shift), ("--slots", args.slots)):

@@ -79,6 +79,29 @@ def test_new_endpoints_need_the_api_key(smollm2_model):
         server.stop()
 
 
+def test_alias_and_tags(smollm2_model):
+    """llama-server's --alias (comma-separated; the id is the first in sorted order) names the model in
+    /v1/models and in every reply; --tags are listed beside."""
+    from dataclasses import fields
+
+    from runtime import cli
+    from server_helpers import start_server
+    args = cli.build_parser().parse_args(["--server", "--alias", "tinyllama-2, fim,code,fim", "--tags", "chat,small"])
+    opts = cli.server_options(args, "", None)
+    assert (opts.aliases, opts.tags) == (("code", "fim", "tinyllama-2"), ("chat", "small"))
+    server = start_server(smollm2_model, **{f.name: getattr(opts, f.name) for f in fields(opts)})
+    try:
+        (entry,) = httpx.get(server.url + "/v1/models", timeout=60).json()["data"]
+        assert entry["id"] == "code" and entry["aliases"] == ["code", "fim", "tinyllama-2"]
+        assert entry["tags"] == ["chat", "small"]
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        reply = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "Hi"}],
+                                               max_tokens=1)
+        assert reply.model == "code"
+    finally:
+        server.stop()
+
+
 def test_assistant_prefill_and_template_fields(client, live_server, smollm2_model):
     """llama-server's prefill: a conversation ending with an assistant message continues it (the reply is
     the rest of that message); continue_final_message (vLLM's name) asks for it, false turns it off;
