@@ -101,10 +101,17 @@ def _get(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), data
 
 
+def _length(response: bytes) -> int:
+    head = response.split(b"\r\n\r\n", 1)[0].lower()
+    return next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:")), 0)
+
+
 def slow_headers(port: int) -> None:
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    first = s.recv(65536)
+    first = b""
+    while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < _length(first):
+        first += s.recv(65536)
     print(f"first request on the connection: {first.split(b' ', 2)[1].decode()}", flush=True)
     t0 = time.monotonic()
     outcome = "still open"
