@@ -98,7 +98,9 @@ def build_parser(prog: str = "chatfile") -> argparse.ArgumentParser:
                    help="the model's name in the API (/v1/models and each reply's 'model'); with several, "
                         "the first in sorted order, as llama-server (default: the GGUF's general.name)")
     s.add_argument("--tags", metavar="TAG[,TAG...]", help="tags GET /v1/models lists for the model")
-    ap.add_argument("--verbose", action="store_true", help="log loading and timings to stderr")
+    ap.add_argument("--verbose", action="store_true",
+                    help="log loading and timings to stderr; the server's completions also carry llama-server's "
+                         "'__verbose' object (the prompt as the model read it)")
     return ap
 
 
@@ -160,7 +162,8 @@ def server_options(args, model_path: str, n_ctx: int) -> ServerOptions:
                          chat_template=args.chat_template, defaults=sampling_params(args),
                          max_tokens=args.n_predict, model_path=model_path, pooling=args.pooling, n_ctx=n_ctx,
                          n_slots=args.parallel, context_shift=args.context_shift, n_keep=args.keep,
-                         slots_prompts=args.slots, aliases=_names(args.alias), tags=_names(args.tags))
+                         slots_prompts=args.slots, aliases=_names(args.alias), tags=_names(args.tags),
+                         verbose=args.verbose)
 
 
 def _names(text: str | None) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ class ServerOptions:
     slots_prompts: bool = False        # GET /slots shows each slot's prompt text (--slots)
     aliases: tuple[str, ...] = ()      # --alias: the model's names in the API (the id is the first, sorted)
     tags: tuple[str, ...] = ()         # --tags: listed by GET /v1/models, as llama-server does
+    verbose: bool = False              # --verbose: every non-streamed completion carries "__verbose"
 
 
 @dataclass(frozen=True)

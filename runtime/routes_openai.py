@@ -133,8 +133,10 @@ async def respond(request: Request, ids: list[int], gen: GenOptions, stream: boo
     """Generate n choices, one after the other, as one OpenAI object or one SSE stream. `parser`: makes a
     CallParser per choice (runtime/tool_calls.py) that reads tool calls out of the reply, or None.
     `dropped`: messages left out to fit the context, reported as "dropped_messages" when any.
-    `verbose`: llama-server's "__verbose" debugging object of the first choice (not when streaming)."""
+    `verbose`: llama-server's "__verbose" debugging object of the first choice (not when streaming), also
+    given to every request when the server runs with --verbose, as llama-server does."""
     engine = state(request).engine
+    verbose = verbose or state(request).options.verbose
     gens = choice_options(gen, n)
     jobs = [engine.submit(ids, gens[0], client=client_id(request))]
     head = {"id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),

@@ -12,10 +12,10 @@ SmolLM2 given FIM token ids (written once into the shim's work directory). Tests
 text of llama.cpp's own tiny models therefore fail by design; the runner's report says which.
 
 Flags: those chatfile has are passed on (port, host, sampling defaults, context, -n, API key, chat
-template file, threads, pooling, embeddings, --parallel, --context-shift, --slots, --alias, --tags);
-llama-server's -c is the whole cache split between the slots, so each slot gets -c / --parallel (all
-of it with --kv-unified). The rest (GPU layers, batch sizes, speculative decoding, ...) are dropped,
-and the suite's tests of those features fail.
+template file, threads, pooling, embeddings, --parallel, --context-shift, --slots, --alias, --tags,
+--verbose); llama-server's -c is the whole cache split between the slots, so each slot gets
+-c / --parallel (all of it with --kv-unified). The rest (GPU layers, batch sizes, speculative
+decoding, ...) are dropped, and the suite's tests of those features fail.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     for flag in VALUE_FLAGS:
         ap.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"))
     ap.add_argument("--embedding", "--embeddings", action="store_true")
-    for flag in ("--kv-unified", "--context-shift", "--slots"):
+    for flag in ("--kv-unified", "--context-shift", "--slots", "--verbose"):
         ap.add_argument(flag, action="store_true")
     args, _dropped = ap.parse_known_args(argv)
     work = Path(os.environ.get("CHATFILE_SHIM_WORK", "/tmp/chatfile-shim"))
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                         ("--alias", args.alias), ("--tags", args.tags)):
         if value is not None and f'"{ours}"' in cli:
             cmd += [ours, value]
-    for flag, given in (("--context-shift", args.context_shift), ("--slots", args.slots)):
+    for flag, given in (("--context-shift", args.context_shift), ("--slots", args.slots), ("--verbose", args.verbose)):
         if given and f'"{flag}"' in cli:
             cmd.append(flag)
     if args.chat_template_file:     # relative to the suite's directory, which this process leaves below

@@ -79,14 +79,15 @@ def test_new_endpoints_need_the_api_key(smollm2_model):
         server.stop()
 
 
-def test_alias_and_tags(smollm2_model):
+def test_alias_tags_and_verbose(smollm2_model):
     """llama-server's --alias (comma-separated; the id is the first in sorted order) names the model in
-    /v1/models and in every reply; --tags are listed beside."""
+    /v1/models and in every reply; --tags are listed beside; with --verbose every reply has "__verbose"."""
     from dataclasses import fields
 
     from runtime import cli
     from server_helpers import start_server
-    args = cli.build_parser().parse_args(["--server", "--alias", "tinyllama-2, fim,code,fim", "--tags", "chat,small"])
+    args = cli.build_parser().parse_args(["--server", "--alias", "tinyllama-2, fim,code,fim", "--tags", "chat,small",
+                                          "--verbose"])
     opts = cli.server_options(args, "", None)
     assert (opts.aliases, opts.tags) == (("code", "fim", "tinyllama-2"), ("chat", "small"))
     server = start_server(smollm2_model, **{f.name: getattr(opts, f.name) for f in fields(opts)})
@@ -98,6 +99,9 @@ def test_alias_and_tags(smollm2_model):
         reply = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "Hi"}],
                                                max_tokens=1)
         assert reply.model == "code"
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        raw = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=300).json()
+        assert raw["__verbose"]["prompt"].endswith("<|im_start|>assistant\n")   # no "verbose" in the request
     finally:
         server.stop()
 
