@@ -17,7 +17,7 @@ Each compile target (CPU name and features, runtime/kernels/cpu.py) has its own 
 
 `install()` must run before the first kernel module is imported: numba picks a locator when a
 `cache=True` function is decorated. The plain (non-frozen) interpreter keeps numba's stock locators.
-It also makes loading a cached kernel cheaper (`_load_without_refresh`).
+It also makes loading a cached kernel cheaper (`_load_without_refresh`, `_typeof_without_numpy_ma`).
 """
 from __future__ import annotations
 
@@ -117,6 +117,7 @@ def install(cache_dir: str, build_id: str) -> str:
     if BuildCacheLocator not in CacheImpl._locator_classes:
         CacheImpl._locator_classes.insert(0, BuildCacheLocator)
     _load_without_refresh()
+    _typeof_without_numpy_ma()
     return cache_dir
 
 
@@ -142,6 +143,36 @@ def _load_without_refresh() -> None:
 
     load_overload._chatfile = True
     Cache.load_overload = load_overload
+
+
+def _typeof_without_numpy_ma() -> None:
+    """numba's type of a plain ndarray, without importing numpy.ma. Idempotent.
+
+    numba types an argument in Python when its C fast path cannot (read-only arrays: every weight
+    matrix, the first time), and its ndarray rule first asks `isinstance(val, np.ma.MaskedArray)`,
+    which makes numpy import numpy.ma: 0.04 s of CPU on every launch. A value whose type is exactly
+    ndarray is no masked array, so it gets the same type straight away; subclasses keep numba's rule.
+    """
+    import numpy as np
+    from numba.core import errors, types
+    from numba.core.typing.typeof import typeof_impl
+    from numba.np import numpy_support
+
+    numba_rule = typeof_impl.dispatch(np.ndarray)
+    if getattr(numba_rule, "_chatfile", False):
+        return
+
+    def typeof_ndarray(val, c):
+        if type(val) is not np.ndarray:
+            return numba_rule(val, c)
+        try:
+            dtype = numpy_support.from_dtype(val.dtype)
+        except errors.NumbaNotImplementedError:
+            raise errors.NumbaValueError(f"Unsupported array dtype: {val.dtype}")
+        return types.Array(dtype, val.ndim, numpy_support.map_layout(val), readonly=not val.flags.writeable)
+
+    typeof_ndarray._chatfile = True
+    typeof_impl.register(np.ndarray)(typeof_ndarray)
 
 
 class _FirstCompileNotice(event.Listener):

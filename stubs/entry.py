@@ -113,9 +113,35 @@ class _Limited:
         return data
 
 
+class _NoNumbaExtensions:
+    """Import hook serving `numba.core.entrypoints` with nothing to load. numba scans every installed
+    distribution's entry points for `numba_extensions` before its first compile, and imports
+    importlib.metadata for that when numba itself is imported (with email, csv, zipfile: 0.025 s of
+    every launch). This runtime freezes only the distributions of bundler/stub.py FROZEN_DISTS, and
+    none of them registers a numba extension, so the scan always finds nothing here."""
+    NAME = "numba.core.entrypoints"
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != cls.NAME:
+            return None
+        from importlib.machinery import ModuleSpec
+        return ModuleSpec(name, cls)
+
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @staticmethod
+    def exec_module(module):
+        module._already_initialized = True        # numba's own flag: extensions loaded (there are none)
+        module.init_all = lambda: None
+
+
 def main() -> int:
     if sys.argv[1:2] == [UNPACK_ARG]:      # from stubs/launcher.sh: EXE OFFSET SIZE; numpy is not there yet
         return unpack_rest(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    sys.meta_path.insert(0, _NoNumbaExtensions)
     from runtime import bundle, numba_cache
 
     exe, argv = bundle.split_launcher_argv(sys.argv[1:])
