@@ -87,14 +87,14 @@ def cache_dir() -> Path:
 
 
 def get_stub(progress=sys.stderr, stub_dir: Path | None = None) -> Path:
-    """This platform's stub for the current sources: from the cache, else built (a minute or two)."""
+    """This platform's stub for the current sources: from the cache, else built (about 5 minutes)."""
     bid = build_id()
     stub_dir = stub_dir or cache_dir()
     path = stub_dir / f"chatfile-stub-{stub_platform()}-{bid}"
     if path.is_file():
         return path
     print(f"chatfile: building the runtime stub for {stub_platform()} (first build only, "
-          f"about 1-2 minutes); it is cached in {stub_dir}", file=progress, flush=True)
+          f"about 5 minutes); it is cached in {stub_dir}", file=progress, flush=True)
     stub_dir.mkdir(parents=True, exist_ok=True)
     build_stub(path, bid, progress=progress)
     prune_stubs(stub_dir, keep=path)
@@ -128,7 +128,7 @@ def build_stub(out: Path, bid: str, progress=sys.stderr) -> None:
     with tempfile.TemporaryDirectory(prefix="chatfile-stub-") as tmp:
         onedir = build_onedir(Path(tmp), bid)
         print(f"chatfile: PyInstaller done in {time.monotonic() - t0:.0f} s; compiling the kernels for "
-              f"each CPU level (a minute or two) ...", file=progress, flush=True)
+              f"each CPU level (a few minutes) ...", file=progress, flush=True)
         precompile_onedir(onedir, platform.machine(), progress=progress)
         print(f"chatfile: compiled ({time.monotonic() - t0:.0f} s so far); compressing (zstd -{ZSTD_LEVEL}, "
               f"about a minute) ...", file=progress, flush=True)
