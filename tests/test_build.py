@@ -27,7 +27,7 @@ PROMPT = ["-p", "The capital of France is", "-n", "12", "-s", "7", "--temp", "0.
 CLEAN_PATH = "/usr/bin:/bin"
 
 
-def chatfile(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
+def chatfile(*args, env=None, timeout=1800) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bundler.cli", *map(str, args)], cwd=ROOT, timeout=timeout,
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
