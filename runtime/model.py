@@ -138,6 +138,7 @@ class Model:
         # closer to llama.cpp's. False computes in plain float32, where prefill and decode agree to
         # ~1e-3 instead of flipping 8-bit roundings (the tests of the cache use that).
         self.llama_rounding = True
+        self._plans: dict = {}                   # Model._plan's cache
 
     def rope_for(self, n_ctx: int) -> tuple:
         """(global, local) RoPE arguments of ops.rope for a session of n_ctx positions: (theta_scale,
@@ -258,31 +259,49 @@ class Model:
         scratch), and multiply with integer dot products."""
         R = x.shape[0]
         B = n_decode
-        rounding = self.llama_rounding
         scratch = buf.q8 if buf is not None else Q8Scratch()
         for lo, hi in ((0, B), (B, R)):
             if hi == lo:
                 continue
             xs, xqs = x[lo:hi], xq[lo:hi]
-            if lo == 0 and B:                        # decode rows: the pairs of one type together
-                by_type: dict = {}
-                for w, out in pairs:
-                    by_type.setdefault(w.type, []).append((w, out))
-                groups = list(by_type.values())
-            else:
-                groups = [[pair] for pair in pairs]
-            done, q8 = -1, None
-            for group in groups:
-                kind = ops.ACT_KIND[group[0][0].type] if rounding else ops.ACT_F32
-                if kind != done:
-                    int8 = rounding and any(kernels.takes_q8(w.type) for w, _ in pairs
-                                            if ops.ACT_KIND[w.type] == kind)
+            decode = lo == 0 and B > 0
+            q8 = None
+            for group, kind, int8 in self._plan(pairs, decode):
+                if kind is not None:                 # a new rounding of x for this group's type
                     q8 = self._round(xqs, xs, kind, int8, scratch)
-                    done = kind
-                if lo == 0 and B:
-                    kernels.matvecs([w for w, _ in group], xqs, [out[:B] for _, out in group], q8)
+                if decode:
+                    kernels.matvecs([pairs[i][0] for i in group], xqs, [pairs[i][1][:B] for i in group], q8)
                 else:
-                    kernels.matmul(group[0][0], xqs, group[0][1][B:], q8)
+                    kernels.matmul(pairs[group[0]][0], xqs, pairs[group[0]][1][B:], q8)
+
+    def _plan(self, pairs, decode: bool):
+        """The steps of _project for these weights, worked out once: [(indices of one launch's pairs,
+        the rounding kind to compute first or None to keep the last one, int8)]. Decode rows group
+        the pairs of one type into one launch; prompt rows take one matmul per pair."""
+        rounding = self.llama_rounding
+        key = (decode, rounding, *(id(w) for w, _ in pairs))
+        hit = self._plans.get(key)
+        if hit is not None:
+            return hit[1]
+        ws = [w for w, _ in pairs]
+        if decode:
+            by_type: dict = {}
+            for i, w in enumerate(ws):
+                by_type.setdefault(w.type, []).append(i)
+            groups = list(by_type.values())
+        else:
+            groups = [[i] for i in range(len(ws))]
+        steps, done = [], -1
+        for group in groups:
+            kind = ops.ACT_KIND[ws[group[0]].type] if rounding else ops.ACT_F32
+            if kind != done:
+                int8 = rounding and any(kernels.takes_q8(w.type) for w in ws if ops.ACT_KIND[w.type] == kind)
+                steps.append((tuple(group), kind, int8))
+                done = kind
+            else:
+                steps.append((tuple(group), None, False))
+        self._plans[key] = (ws, steps)              # ws keeps the ids of the key alive
+        return steps
 
     @staticmethod
     def _round(xq, x, kind, int8: bool, scratch: "Q8Scratch"):
@@ -448,14 +467,23 @@ class Q8Scratch:
     def __init__(self):
         self.qs = np.zeros(0, np.int8)
         self.ds = np.zeros((2, 0), np.float32)
+        self._views: dict = {}                    # (T, n, nb) -> views(T, n, nb), until it grows
 
     def views(self, T: int, n: int, nb: int):
         """(qs int8 [T, n], d float32 [T, nb], s float32 [T, n / 32]) over the scratch."""
+        key = (T, n, nb)
+        hit = self._views.get(key)
+        if hit is not None:
+            return hit
         if self.qs.size < T * n:
             self.qs = np.zeros(T * n, np.int8)
             self.ds = np.zeros((2, T * n // 32), np.float32)
-        return (self.qs[:T * n].reshape(T, n), self.ds[0, :T * nb].reshape(T, nb),
-                self.ds[1, :T * n // 32].reshape(T, n // 32))
+            self._views = {}                      # views of the old arrays
+        views = (self.qs[:T * n].reshape(T, n), self.ds[0, :T * nb].reshape(T, nb),
+                 self.ds[1, :T * n // 32].reshape(T, n // 32))
+        if T <= 8:                                # decode batches (prompts come in many lengths)
+            self._views[key] = views
+        return views
 
 
 class KVCache:

@@ -85,13 +85,27 @@ def matvec(w, x, out, q8=None):
 def _matvecs_q8(k, ws, outs, q8):
     # up to three W_i of one type (checked) -> outs[i] [B, rows_i], one launch of the type's q8 kernel
     datas, outs = [w.data for w in ws], list(outs)
-    while len(datas) < 3:                         # unused slots: 0 rows, the same array types
-        empty = np.empty((0, datas[0].shape[1]), np.uint8)
-        empty.flags.writeable = datas[0].flags.writeable
-        datas.append(empty)
-        outs.append(np.empty((outs[0].shape[0], 0), np.float32))
+    if len(datas) < 3:                            # unused slots: 0 rows, the same array types
+        empty, none = _unused(datas[0].shape[1], datas[0].flags.writeable, outs[0].shape[0])
+        while len(datas) < 3:
+            datas.append(empty)
+            outs.append(none)
     k.matvec_q8(outs[0], outs[1], outs[2], datas[0], datas[1], datas[2], q8[0], q8[1], q8[2],
                 _chunk(max(w.n_rows for w in ws)))
+
+
+_UNUSED: dict = {}
+
+
+def _unused(row_bytes: int, writeable: bool, B: int):
+    # (uint8 [0, row_bytes], float32 [B, 0]) for an unused slot of a q8 kernel, made once per shape
+    key = (row_bytes, writeable, B)
+    pair = _UNUSED.get(key)
+    if pair is None:
+        empty = np.empty((0, row_bytes), np.uint8)
+        empty.flags.writeable = writeable
+        pair = _UNUSED[key] = (empty, np.empty((B, 0), np.float32))
+    return pair
 
 
 def matvec_batch(w, X, out, q8=None):

@@ -98,6 +98,21 @@ def idot_signed(b, acc, w, q):
     return idot(b, acc, w, q), 0
 
 
+# Decode streams each weight row once from memory (the model does not fit the caches), through the
+# mmap's 4 KiB pages, where the hardware prefetchers stop at every page boundary. The dot products
+# ask for the weight bytes PREFETCH ahead of the block they unpack (the rows that follow, past a row's
+# end): +6-8% decode on a Qwen2.5-0.5B-shaped Q4_K_M (CPU time, old/new alternated in one process;
+# 1 KiB gained nothing, 4 KiB less). It changes no value.
+PREFETCH = 2048
+
+
+def prefetch(b, ptr, distance):
+    """A software prefetch (prefetcht0; prfm on aarch64) of the byte `distance` after ptr: it changes
+    no value and never faults, even past the end of the weights."""
+    p = b.bitcast(b.gep(ptr, [ir.Constant(I64, distance)]), ir.IntType(8).as_pointer())
+    _call(b, "llvm.prefetch.p0i8", ir.VoidType(), [p, _c(I32, 0), _c(I32, 3), _c(I32, 1)])
+
+
 def _load32(b, base, offset):
     return load(b, base, offset, V32I8, 1)
 
@@ -166,6 +181,7 @@ def _dot_q8_0_blocks(block_bytes, unpack, repacked=False, n_vec=1, prescaled=Fal
         with cgutils.for_range(b, nb) as loop:
             i = loop.index
             blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
+            prefetch(b, blk, PREFETCH)
             u, signed, o, dw, m = unpack(b, blk)
             if signed and int_dot() in ("avx512vnni", "avxvnni"):
                 o = 128                           # idot_signed's w + 128
@@ -320,6 +336,8 @@ def _dot_q8_k(block_bytes, groups, d_offset, dmin_offset=None, zero_point=False,
         with cgutils.for_range(b, nsb) as loop:
             i = loop.index
             blk = b.gep(rp, [b.mul(i, _c(I64, block_bytes))])
+            for line in range(0, block_bytes, 64):    # every cache line of the super-block
+                prefetch(b, blk, PREFETCH + line)
             qb = [b.gep(qp, [b.mul(i, _c(I64, 256))]) for qp, _, _ in vecs]
             s16 = [load(b, b.gep(sp, [b.mul(i, _c(I64, 16))]), 0, V16I32, 4) for _, _, sp in vecs]
             isum = [_c(V8I32, 0) for _ in vecs]
