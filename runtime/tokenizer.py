@@ -123,7 +123,7 @@ class Tokenizer:
         if not self.is_bpe:
             # An SPM merge can only cross a U+2581 that follows a character c for which some token holds
             # c + U+2581; elsewhere the text splits into segments that merge independently (and cache).
-            glue = {t[k - 1] for t in self.tokens if SPACE in t for k in range(1, len(t)) if t[k] == SPACE}
+            glue = _glue(self.tokens)
             guard = f"(?<![{''.join(map(re.escape, sorted(glue)))}])" if glue else ""
             self._segment = re.compile(guard + f"(?={SPACE})")
 
@@ -300,6 +300,22 @@ class Tokenizer:
 
     def is_eog(self, tid: int) -> bool:
         return tid in self.eog_ids
+
+
+def _glue(tokens: list[str]) -> set[str]:
+    """Every character that some token holds right before a U+2581 (not at the token's start).
+    Vectorized (one join, one UTF-32 view): the per-token Python walk cost 0.04 s of every launch of
+    a 262k-token vocabulary. Tokens holding a NUL (the separator) or a lone surrogate take the walk."""
+    joined = "\x00".join(tokens)
+    if joined.count("\x00") == len(tokens) - 1:
+        try:
+            chars = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        except UnicodeEncodeError:
+            pass
+        else:
+            before = chars[:-1][chars[1:] == ord(SPACE)]
+            return set(map(chr, np.unique(before[before != 0]).tolist()))
+    return {t[k - 1] for t in tokens if SPACE in t for k in range(1, len(t)) if t[k] == SPACE}
 
 
 def _merge_rank(ranks: dict[str, int], left: str, right: str) -> int | None:
