@@ -314,7 +314,7 @@ def _glue(tokens: list[str]) -> set[str]:
             pass
         else:
             before = chars[:-1][chars[1:] == ord(SPACE)]
-            return set(map(chr, np.unique(before[before != 0]).tolist()))
+            return set(map(chr, before[before != 0].tolist()))
     return {t[k - 1] for t in tokens if SPACE in t for k in range(1, len(t)) if t[k] == SPACE}
 
 
