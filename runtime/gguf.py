@@ -338,16 +338,33 @@ class GGUFFile:
             strings[first_index:first_index + n] = self._string_chunk(n, first_index, what)
         return strings
 
-    def _string_chunk(self, count: int, first_index: int, what: str) -> list[str]:
-        """count strings: one pass over the length prefixes, then one UTF-8 decode.
+    def _string_ends(self, first: int, count: int) -> list[int] | None:
+        """The end offset of each of `count` strings from `first`, found without a Python step per
+        string (the walk cost 0.04 s for a 262k vocabulary), or None: then `_walk_string_ends` decides.
+        A string's length prefix is a candidate where its bytes 2..7 are zero (length < 65536) and the
+        byte after it is not (a non-empty string not starting with NUL); the candidates must be exactly
+        the chain the lengths walk (each length leads to the next candidate), else None."""
+        window = min(self.size - first, 24 * count + 8)
+        if count < 2 or window < 9 * count:
+            return None
+        b = self._array[first:first + window]
+        n = window - 8                                  # candidates at 0..n-1
+        zero = b == 0
+        cand = ~zero[8:8 + n]
+        for j in range(2, 8):
+            cand &= zero[j:j + n]
+        at = np.flatnonzero(cand)[:count]
+        if len(at) < count or at[0] != 0:
+            return None
+        nxt = at + 8 + b[at].astype(np.int64) + (b[at + 1].astype(np.int64) << 8)
+        if not np.array_equal(nxt[:-1], at[1:]) or first + int(nxt[-1]) > self.size:
+            return None
+        return (nxt + first).tolist()
 
-        Tokenizer vocabularies hold 50k-260k strings, and decoding them one by one costs as much as
-        the walk itself. The top byte of every u64 length is zero (lengths are below the file size),
-        so dropping the other 7 prefix bytes leaves the strings separated by NULs: one decode and one
-        split. A string holding a NUL or bad UTF-8 falls back to decoding one by one.
-        """
+    def _walk_string_ends(self, first: int, count: int, what: str, first_index: int) -> tuple[list[int], int]:
+        """The end offset of each of `count` strings from `first`, one length prefix at a time."""
         unpack, buf, end = _U64.unpack_from, self._buf, self.size
-        first = pos = self._pos
+        pos = first
         ends = [0] * count                       # ends[k]: offset just past string k
         k = 0
         try:
@@ -363,6 +380,22 @@ class GGUFFile:
             at = first if k == 0 else ends[k - 1]
             raise GGUFError(f"{what}: string #{first_index + k} at offset {at} ({pos - at - 8} bytes) runs "
                             f"past end of file ({end} bytes)")
+        return ends, pos
+
+    def _string_chunk(self, count: int, first_index: int, what: str) -> list[str]:
+        """count strings: one pass over the length prefixes, then one UTF-8 decode.
+
+        Tokenizer vocabularies hold 50k-260k strings, and decoding them one by one costs as much as
+        the walk itself. The top byte of every u64 length is zero (lengths are below the file size),
+        so dropping the other 7 prefix bytes leaves the strings separated by NULs: one decode and one
+        split. A string holding a NUL or bad UTF-8 falls back to decoding one by one.
+        """
+        first = self._pos
+        ends = self._string_ends(first, count)
+        if ends is not None:
+            pos = ends[-1]
+        else:
+            ends, pos = self._walk_string_ends(first, count, what, first_index)
         self._pos = pos
         prefixes = np.empty(count, dtype=np.int64)     # offset of each string's length prefix
         prefixes[0] = first

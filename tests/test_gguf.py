@@ -207,10 +207,25 @@ def test_matches_gguf_py_on_synthetic(tmp_path):
     ["\u00e9" * 3, "\u4e2d\u6587", "\U0001F600"],
     [""] * 5,
     ["a" * 70000, "b"],
+    # the length-prefix fast path (GGUFFile._string_ends) must give way on each of these
+    ["x", "\0" * 7 + "y", "z"],       # six zero bytes inside a string look like a length prefix
+    ["x", "", "y"],                    # an empty string: no text byte after its prefix
+    ["x", "\0y", "z"],                # a string starting with NUL
+    ["x", "a" * 256, "b" * 512, "c"],  # lengths with a zero low byte
+    ["x", "y", ""],                    # an empty last string
 ])
 def test_string_arrays(tmp_path, strings):
     f = open_bytes(tmp_path, gguf_bytes([("s", V.ARRAY, (V.STRING, strings))]))
     assert f.metadata["s"] == strings
+
+
+def test_string_array_prefixes_found_without_the_walk(tmp_path, monkeypatch):
+    strings = [f"tok{i}" + "\u2581" * (i % 3) for i in range(3000)] + ["\0\0\0\0\0\0x", "y" * 300]
+    data = gguf_bytes([("s", V.ARRAY, (V.STRING, strings)), ("n", V.UINT32, 7)])
+    assert open_bytes(tmp_path, data).metadata == {"s": strings, "n": 7}
+    monkeypatch.setattr(GGUFFile, "_walk_string_ends", None)       # the fast path alone, when it fits
+    assert open_bytes(tmp_path, gguf_bytes([("s", V.ARRAY, (V.STRING, strings[:3000])),
+                                            ("n", V.UINT32, 7)])).metadata == {"s": strings[:3000], "n": 7}
 
 
 def test_version_2(tmp_path):
