@@ -424,6 +424,10 @@ def _chunks(rows, chunk):
     return (rows + chunk - 1) // chunk
 
 
+# The launches below differ only in their dot intrinsics and activation sums, yet each is written out:
+# an @intrinsic cannot be passed to a jitted function as an argument, and numba's on-disk cache (which
+# the stub's precompiled kernels are) keys a function by its name and source line, so one factory
+# making all eight would give them one cache entry.
 @njit(parallel=True, cache=True)
 def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = scaled_sums(qs, 4, -8)

@@ -38,7 +38,7 @@ from numba.core import cgutils
 from . import intgemm
 from .blocks import fp16
 from .gemm import TILE, tile_gemm
-from .intdot import _c, _call, _dot_q8_0_blocks, _load32, _nibbles32, act_sums, idot_signed, int_dot
+from .intdot import _c, _call, _chunks, _dot_q8_0_blocks, _load32, _nibbles32, act_sums, idot_signed, int_dot
 from .jit import has_feature, njit, prange
 from .vector_ir import F32, I8, I32, I64, V16F, V16I32, V16I8, fma, hsum, load, load_f16, nibbles, row_dot, splat
 
@@ -282,8 +282,8 @@ _dot_iq4_xs_q8 = _dot_iq4_xs_blocks()
 @njit(parallel=True, cache=True)
 def matvec_iq4_nl_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 4)
-    n0, n1 = (d0.shape[0] + chunk - 1) // chunk, (d1.shape[0] + chunk - 1) // chunk
-    for c in prange(n0 + n1 + (d2.shape[0] + chunk - 1) // chunk):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
             o, w, c0 = o0, d0, c
         elif c < n0 + n1:
@@ -298,8 +298,8 @@ def matvec_iq4_nl_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
 @njit(parallel=True, cache=True)
 def matvec_iq4_xs_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = act_sums(qs, 4)
-    n0, n1 = (d0.shape[0] + chunk - 1) // chunk, (d1.shape[0] + chunk - 1) // chunk
-    for c in prange(n0 + n1 + (d2.shape[0] + chunk - 1) // chunk):
+    n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
+    for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
             o, w, c0 = o0, d0, c
         elif c < n0 + n1:
