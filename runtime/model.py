@@ -15,11 +15,11 @@ into row views of the same bytes, so the kernels see ordinary matrices.
 
 `Model.forward` evaluates a batch of rows, each a token of some sequence at some position: first
 `n_decode` rows that are one new token of their sequence each (the weight products take them one row
-at a time, `kernels.matvec`), then at most one run of prompt tokens of one sequence (`kernels.matmul`
-over all of them). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
+at a time, `kernels.matvec`), then prompt tokens of one or more sequences (`kernels.matmul`, one GEMM
+per run of rows). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
 cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
-server's batched decode and chunked prefill give each stream what it would get alone (MoE layers
-excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
+server's batched decode and its prefill of several prompts in one pass give each stream what it
+would get alone (MoE layers excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
 go through the output head, one at a time.
 """
 from __future__ import annotations
@@ -250,13 +250,14 @@ class Model:
 
     # ---- the forward pass ----
 
-    def _project(self, x, xq, pairs, n_decode, buf: "Buffers | None" = None):
+    def _project(self, x, xq, pairs, n_decode, buf: "Buffers | None" = None, runs=None):
         """out = x @ W^T for each (W, out) in pairs; x [R, n]. x is rounded as llama.cpp rounds it for
         W's type (once per distinct rounding), then the kernels multiply from the raw blocks: rows
         0..n_decode-1 as decode rows (kernels.matvecs over all of them, the matrices of one type in one
-        launch; each row's bits are those it gets alone), the rest in one kernels.matmul. Where the
-        kernels take it (kernels.takes_q8) they get x's 8-bit form too (in buf.q8, else a new
-        scratch), and multiply with integer dot products."""
+        launch; each row's bits are those it gets alone), the rest by kernels.matmul, one call per
+        entry of `runs` (row counts, in order; None: one call for all of them). Where the kernels take
+        it (kernels.takes_q8) they get x's 8-bit form too (in buf.q8, else a new scratch), and
+        multiply with integer dot products."""
         R = x.shape[0]
         B = n_decode
         scratch = buf.q8 if buf is not None else Q8Scratch()
@@ -271,8 +272,13 @@ class Model:
                     q8 = self._round(xqs, xs, kind, int8, scratch)
                 if decode:
                     kernels.matvecs([pairs[i][0] for i in group], xqs, [pairs[i][1][:B] for i in group], q8)
-                else:
+                elif runs is None:
                     kernels.matmul(pairs[group[0]][0], xqs, pairs[group[0]][1][B:], q8)
+                else:
+                    w, out, a = pairs[group[0]][0], pairs[group[0]][1][B:], 0
+                    for n in runs:
+                        kernels.matmul(w, xqs[a:a + n], out[a:a + n], q8 and tuple(v[a:a + n] for v in q8))
+                        a += n
 
     def _plan(self, pairs, decode: bool):
         """The steps of _project for these weights, worked out once: [(indices of one launch's pairs,
@@ -316,11 +322,16 @@ class Model:
         return q8
 
     def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
-                hidden: bool = False) -> np.ndarray:
+                hidden: bool = False, runs: tuple[int, ...] | None = None) -> np.ndarray:
         """Evaluate R rows: ids, seq, pos int64 [R] (token, sequence of `kv`, position in it). Rows
-        0..n_decode-1 are decode rows (at most one per sequence), the rest one prompt run of one
-        sequence at consecutive positions. Each row's K and V go into the cache; each attends to its
-        own sequence up to its position. -> float32 [L, vocab] logits of the rows `logit_rows` (int64
+        0..n_decode-1 are decode rows (at most one per sequence), the rest prompt rows: by default one
+        run of one sequence at consecutive positions, multiplied as one GEMM. `runs` (row counts
+        summing to R - n_decode) cuts the prompt rows into GEMMs of their own. A prompt row's bits
+        depend only on whether it lies in the first len // 4 * 4 rows of its GEMM (kernels.matmul), so
+        the server puts the whole 4-row tiles of several prompts in one run and each prompt's last 1-3
+        rows in a run of their own, and every row gets the bits it gets alone. Each row's K and V go
+        into the cache before any row attends (so rows may be in any order); each attends to its own
+        sequence up to its position. -> float32 [L, vocab] logits of the rows `logit_rows` (int64
         [L]), a view into buf (valid until the next call); with `hidden`, float32 [R, dim]: every
         row's state after the final norm (embeddings), no head."""
         c = self.config
@@ -330,6 +341,8 @@ class Model:
                 or seq.min() < 0 or seq.max() >= kv.n_seqs:     # the kernels do not bounds-check
             raise ValueError(f"batch of {R} rows does not fit: buffers {buf.rows}/{buf.heads}, positions "
                              f"{pos.min()}..{pos.max()} of {kv.n_ctx}, sequences up to {seq.max()} of {kv.n_seqs}")
+        if runs is not None and (sum(runs) != R - n_decode or min(runs, default=1) <= 0):
+            raise ValueError(f"prompt runs {runs} do not cut rows {n_decode}..{R}")
         x, xn, xq = buf.x[:R], buf.xn[:R], buf.xq[:R]
         q, k, v, att, attq = buf.q[:R], buf.k[:R], buf.v[:R], buf.att[:R], buf.attq[:R]
         o, gate, up, hq = buf.o[:R], buf.gate[:R], buf.up[:R], buf.hq[:R]
@@ -339,7 +352,10 @@ class Model:
             # the router and shared experts see every row; a routed expert only its rows, which it
             # multiplies as one matrix (or one vector when it got a single row, as alone)
             rows = xs.shape[0]
-            self._project(xs, xqs, pairs, n_decode if rows == R else int(rows == 1), buf)
+            if rows == R:
+                self._project(xs, xqs, pairs, n_decode, buf, runs)
+            else:
+                self._project(xs, xqs, pairs, int(rows == 1), buf)
 
         # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
         kernels.get_rows(self.token_embd, ids, x)
@@ -349,7 +365,7 @@ class Model:
         for il, L in enumerate(self.layers):
             # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
             ops.rms_norm(xn, x, L.attn_norm, eps)
-            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode, buf)
+            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode, buf, runs)
             if L.bq is not None:
                 q += L.bq
             if L.bk is not None:
@@ -368,7 +384,7 @@ class Model:
             ops.store_kv(kv.k[il], kv.v[il], k, v, seq, pos)
             window = c.sliding_window if L.local else 0
             ops.attention(att, q, kv.k[il], kv.v[il], seq, pos, window, c.q_scale, c.kq_scale, c.attn_softcap)
-            self._project(att, attq, ((L.wo, o),), n_decode, buf)
+            self._project(att, attq, ((L.wo, o),), n_decode, buf, runs)
             if L.bo is not None:
                 o += L.bo
             if L.post_attn_norm is not None:
@@ -382,7 +398,7 @@ class Model:
             if L.experts is not None:
                 moe.ffn(self, moe_project, L.experts, xn, o, buf.moe)
             else:
-                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode, buf)
+                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode, buf, runs)
                 if L.b_gate is not None:
                     gate += L.b_gate
                 if L.b_up is not None:
@@ -391,7 +407,7 @@ class Model:
                     ops.geglu(gate, gate, up)
                 else:
                     ops.swiglu(gate, gate, up)
-                self._project(gate, hq, ((L.w_down, o),), n_decode, buf)
+                self._project(gate, hq, ((L.w_down, o),), n_decode, buf, runs)
                 if L.b_down is not None:
                     o += L.b_down
             if L.post_ffn_norm is not None:

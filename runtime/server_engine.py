@@ -8,10 +8,11 @@ speeds up, and so never reveals itself to, another's; ties go to the least recen
 steps until no slot is busy. One step is one forward pass over:
 - one row per slot that is generating (its last sampled token): the decode steps of all running streams
   together, the weights read once per step rather than once per stream;
-- the next run of at most PREFILL_CHUNK prompt tokens of the first slot still reading its prompt
-  (PREFILL_ALONE when no stream is waiting for it), so a long prompt does not freeze the running
-  streams. The run that ends a prompt goes without the decode rows, so a new request's first token
-  waits for no one else's.
+- runs of the prompts being read: while others generate, the next PREFILL_CHUNK tokens of the oldest
+  one, so a long prompt does not freeze the running streams; the pass that ends prompts goes without
+  the decode rows, so a new request's first token waits for no one else's, and it ends every prompt
+  that fits a chunk at once (requests sent together are read in one pass, the weights read once for
+  all of them); when nothing else runs, PREFILL_ALONE tokens per pass.
 Each slot's row is computed as it would be alone (runtime.model.Model.forward), so a greedy stream's text
 does not depend on the others. Sampling, stop strings and logprobs are runtime.generate.Completion's,
 one per slot with its own sampler state (constraints and tool calls work per slot).
@@ -288,55 +289,94 @@ class Engine:
             slot.task = _Task(job, completion, n_cached)
 
     def _step(self) -> None:
-        """One forward pass: a row for each generating slot, then a run of one slot's prompt."""
+        """One forward pass: a row for each generating slot, and/or runs of the slots' prompts."""
         for s in self.slots:
             if s.task is not None and s.task.job.cancelled.is_set():
                 log.info("client gone: generation stopped after %d tokens", s.task.completion.n_generated)
                 self._release(s)
         decoding = [s for s in self.slots if s.task is not None and s.task.decoding]
-        reading = [s for s in self.slots if s.task is not None and not s.task.decoding]
-        prefill = min(reading, key=lambda s: s.task.t_start, default=None)
-        chunk, ends_prompt = [], False
-        if prefill is not None:
-            t = prefill.task
-            chunk = t.job.prompt_ids[t.n_fed:t.n_fed + (PREFILL_CHUNK if decoding else PREFILL_ALONE)]
-            ends_prompt = t.n_fed + len(chunk) == len(t.job.prompt_ids)
-            if ends_prompt:
-                decoding = []     # the run that ends a prompt goes alone: its first token waits for
-                                  # no one's decode step (the others wait one short step)
+        reading = sorted((s for s in self.slots if s.task is not None and not s.task.decoding),
+                         key=lambda s: s.task.t_start)
+        runs = self._prefill_runs(reading, bool(decoding))
+        if any(s.task.n_fed + len(chunk) == len(s.task.job.prompt_ids) for s, chunk in runs):
+            decoding = []         # a pass that ends prompts goes without the decode rows: a new request's
+                                  # first token waits for no one's decode step (the others wait one pass)
         ids, seq, pos = [], [], []
         for s in decoding:
             ids.append(s.task.completion.token)
             seq.append(s.id)
             pos.append(len(s.tokens))
         logit_rows = list(range(len(decoding)))
-        if prefill is not None:
-            ids += chunk
-            seq += [prefill.id] * len(chunk)
-            pos += range(len(prefill.tokens), len(prefill.tokens) + len(chunk))
-            if ends_prompt:
-                logit_rows.append(len(ids) - 1)
+        # prompt rows: the whole 4-row tiles of every run in one GEMM, then each run's last 1-3 rows in
+        # a GEMM of their own, so each row has the bits it gets alone (see Model.forward)
+        tiles = [(s, i) for s, chunk in runs for i in range(len(chunk) // 4 * 4)]
+        tails = [[(s, i) for i in range(len(chunk) // 4 * 4, len(chunk))] for s, chunk in runs]
+        last = {}                                        # slot id -> batch row of its prompt's last token
+        for s, i in tiles + [r for tail in tails for r in tail]:
+            t = s.task
+            if t.n_fed + i == len(t.job.prompt_ids) - 1:
+                last[s.id] = len(ids)
+            ids.append(t.job.prompt_ids[t.n_fed + i])
+            seq.append(s.id)
+            pos.append(len(s.tokens) + i)
+        gemms = tuple(n for n in [len(tiles)] + [len(tail) for tail in tails] if n)
+        for s, _ in runs:
+            if s.id in last:
+                logit_rows.append(last[s.id])
         if not ids:
             return
         with self.lock:
             logits = self.model.forward(self.kv, self._buf, np.array(ids, np.int64), np.array(seq, np.int64),
                                         np.array(pos, np.int64), n_decode=len(decoding),
-                                        logit_rows=np.array(logit_rows, np.int64))
+                                        logit_rows=np.array(logit_rows, np.int64), runs=gemms or None)
         now = time.perf_counter()
         self.n_steps += 1
         self.peak_decoding = max(self.peak_decoding, len(decoding))
         for i, s in enumerate(decoding):
             s.tokens.append(ids[i])
             self._advance(s, logits[i], now)
-        if prefill is not None:
-            t = prefill.task
-            prefill.tokens += chunk
+        row = len(decoding)
+        for s, chunk in runs:
+            t = s.task
+            s.tokens += chunk
             t.n_fed += len(chunk)
-            if ends_prompt:
+            if s.id in last:
                 t.completion.t_prompt = now - t.t_start
                 t.t_first = now
                 t.decoding = True
-                self._advance(prefill, logits[len(decoding)], now)
+                self._advance(s, logits[row], now)
+                row += 1
+
+    @staticmethod
+    def _prefill_runs(reading: list[Slot], decoding: bool) -> list[tuple[Slot, list[int]]]:
+        """The prompt tokens to read in this pass: [(slot, its next tokens)], from `reading` (the slots
+        still reading their prompts, oldest request first). While others generate, the oldest prompt
+        is read PREFILL_CHUNK tokens at a time beside their rows; once what is left of it fits one
+        chunk, it ends in a pass of its own together with every other prompt that ends within a chunk
+        (several requests sent at once are read in one pass: the GEMM reads the weights once for all).
+        When nothing is generating, prompts are read PREFILL_ALONE tokens per pass, oldest first. Every
+        run but the one that ends a prompt has a multiple of 4 tokens (the GEMM's token tile)."""
+        if not reading:
+            return []
+
+        def left(s: Slot) -> list[int]:
+            return s.task.job.prompt_ids[s.task.n_fed:]
+        if decoding and len(left(reading[0])) > PREFILL_CHUNK:
+            return [(reading[0], left(reading[0])[:PREFILL_CHUNK])]
+        runs, budget = [], PREFILL_ALONE
+        for s in reading:
+            rest = left(s)
+            if decoding:                                  # only prompts that end in this pass
+                if len(rest) <= min(PREFILL_CHUNK, budget):
+                    runs.append((s, rest))
+                    budget -= len(rest)
+                continue
+            n = len(rest) if len(rest) <= budget else budget // 4 * 4
+            if n == 0:
+                break
+            runs.append((s, rest[:n]))
+            budget -= n
+        return runs
 
     def _advance(self, slot: Slot, logits, now: float) -> None:
         """Sample the slot's next token from its logits and pass its Piece on; end the job when done."""
