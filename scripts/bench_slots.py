@@ -19,6 +19,8 @@ sequence, as the engine batches the slots), and 4 x B=1 over B=4.
     python scripts/bench_slots.py -np 1               # the same with one slot (today's behaviour)
     python scripts/bench_slots.py --forward -t 1      # forward-pass CPU time only
     python scripts/bench_slots.py --chat              # a 30-turn chat in a 512-token context (-np 1)
+    python scripts/bench_slots.py --api openai        # the aggregate runs through the official openai
+    python scripts/bench_slots.py --api openai-whole  # client, streamed / not streamed
 
 With --chat: a 30-turn greedy chat (16-token replies) against a server with a 512-token context (-c 512
 unless -c is given): how many turns were answered (a reply, not an error), how many had text, and how
@@ -77,11 +79,46 @@ def stream(url: str, prompt: str, tokens: int) -> dict:
             "t0": t0, "end": time.perf_counter()}
 
 
-def concurrently(url: str, prompts: list[str], tokens: int) -> list[dict]:
+def with_openai(url: str, prompt: str, tokens: int, streamed: bool) -> dict:
+    """The same request through the official openai client (a new client per request, as separate
+    programs would), streamed or not; ttft is None when not streamed."""
+    import openai
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    t0 = time.perf_counter()
+    args = dict(model="any", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=tokens,
+                extra_body={"cache_prompt": False})
+    first = None
+    if streamed:
+        text, n = [], 0
+        for chunk in client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **args):
+            if chunk.usage:
+                n = chunk.usage.completion_tokens
+            for ch in chunk.choices:
+                if ch.delta.content:
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    text.append(ch.delta.content)
+        text = "".join(text)
+    else:
+        r = client.chat.completions.create(**args)
+        text, n = r.choices[0].message.content, r.usage.completion_tokens
+    client.close()
+    return {"text": text, "tokens": n, "ttft": first, "t0": t0, "end": time.perf_counter()}
+
+
+def request(url: str, prompt: str, tokens: int, api: str) -> dict:
+    """One greedy chat completion by the chosen client: "httpx" (streamed, this script's own SSE reader),
+    "openai" (the official client, streamed) or "openai-whole" (not streamed)."""
+    if api == "httpx":
+        return stream(url, prompt, tokens)
+    return with_openai(url, prompt, tokens, streamed=api == "openai")
+
+
+def concurrently(url: str, prompts: list[str], tokens: int, api: str = "httpx") -> list[dict]:
     out: list = [None] * len(prompts)
 
     def one(i):
-        out[i] = stream(url, prompts[i], tokens)
+        out[i] = request(url, prompts[i], tokens, api)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
     for t in threads:
         t.start()
@@ -189,6 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("-t", "--threads", type=int, default=2, help="server threads (default: 2)")
     ap.add_argument("-c", "--ctx-size", type=int, help="positions per slot (default: 2048; 512 with --chat)")
     ap.add_argument("-r", "--reps", type=int, default=3, help="repetitions (default: 3)")
+    ap.add_argument("--api", choices=("httpx", "openai", "openai-whole"), default="httpx",
+                    help="client of the aggregate runs: this script's SSE reader (default), the official "
+                         "openai client streamed, or not streamed")
     ap.add_argument("--forward", action="store_true", help="only Model.forward's CPU time per token, no server")
     ap.add_argument("--chat", action="store_true", help="a 30-turn chat in a 512-token context, no load")
     args = ap.parse_args(argv)
@@ -219,12 +259,12 @@ def main(argv=None) -> int:
         seq_cpu, par_cpu = [], []
         for _ in range(args.reps):
             t0, c0 = time.perf_counter(), cpu_seconds(proc.pid)
-            alone = [stream(url, p, args.tokens) for p in prompts]
+            alone = [request(url, p, args.tokens, args.api) for p in prompts]
             n = sum(r["tokens"] for r in alone)
             seq = n / (time.perf_counter() - t0)
             seq_cpu.append((cpu_seconds(proc.pid) - c0) / n * 1000)
             t0, c0 = time.perf_counter(), cpu_seconds(proc.pid)
-            together = concurrently(url, prompts, args.tokens)
+            together = concurrently(url, prompts, args.tokens, args.api)
             n = sum(r["tokens"] for r in together)
             par = n / (time.perf_counter() - t0)
             par_cpu.append((cpu_seconds(proc.pid) - c0) / n * 1000)
@@ -241,8 +281,8 @@ def main(argv=None) -> int:
     from runtime.model import KVCache
     config = runtime.load(args.model).config
     kv16 = KVCache.bytes_per_position(config)
-    print(f"{Path(args.model).name}, -np {args.parallel}, {args.clients} clients x {args.tokens} tokens, "
-          f"-t {args.threads}, {args.reps} reps; load average {os.getloadavg()[0]:.2f}")
+    print(f"{Path(args.model).name}, -np {args.parallel}, {args.clients} clients ({args.api}) x {args.tokens} "
+          f"tokens, -t {args.threads}, {args.reps} reps; load average {os.getloadavg()[0]:.2f}")
     print(f"one after another    {spread(seq_rate)} tok/s")
     print(f"all at once          {spread(par_rate)} tok/s")
     print(f"ratio                {spread(ratios)}x")
