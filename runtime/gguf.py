@@ -101,7 +101,9 @@ class GGUFFile:
     to the end of the file).
     """
 
-    def __init__(self, path, offset: int = 0):
+    def __init__(self, path, offset: int = 0, populate: bool = False):
+        """populate: map the file's pages on another core while it is read (memory.populate_in_background;
+        for a model about to run, whose first forward pass reads every weight)."""
         self.path = os.fspath(path)
         self.offset = offset
         file_size = os.stat(self.path).st_size
@@ -113,6 +115,9 @@ class GGUFFile:
                             f"({self.size} bytes, need {_HEADER.size})")
         self.memmap = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(self.size,))
         self._array = self.memmap.view(np.ndarray)       # plain ndarray views for numba and numpy
+        if populate:
+            from .memory import populate_in_background
+            populate_in_background(self._array)
         self._buf = memoryview(self._array)
         self._pos = 0
         self._n_strings = 0                              # in string arrays so far, for GGUF_MAX_STRINGS

@@ -215,7 +215,7 @@ class Model:
     def load(cls, path, offset: int = 0, n_threads: int | None = None) -> "Model":
         """Open a GGUF (stand-alone, or embedded at byte `offset` of a larger file). n_threads: the
         kernels' thread count (default: all CPUs numba may use)."""
-        gguf = GGUFFile(path, offset)
+        gguf = GGUFFile(path, offset, populate=True)
         model = cls(gguf, ModelConfig.from_gguf(gguf))
         if n_threads is not None:
             kernels.set_threads(n_threads)

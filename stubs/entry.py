@@ -3,6 +3,7 @@
 argv[1] is `--chatfile-bundle=PATH` (runtime.bundle.LAUNCHER_ARG): the executable the user ran, whose
 footer says where the model is. Baked `--args` go before the user's flags, so the user's win.
 """
+import gc
 import hashlib
 import os
 import sys
@@ -141,6 +142,7 @@ class _NoNumbaExtensions:
 def main() -> int:
     if sys.argv[1:2] == [UNPACK_ARG]:      # from stubs/launcher.sh: EXE OFFSET SIZE; numpy is not there yet
         return unpack_rest(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    gc.disable()                            # until the model is loaded: runtime.cli.loaded (0.05 s of a launch)
     sys.meta_path.insert(0, _NoNumbaExtensions)
     from runtime import bundle, numba_cache
 
@@ -150,6 +152,8 @@ def main() -> int:
         build_id = f.read().strip()
     # the cache sits in the unpacked runtime's directory, which the launcher checked is private
     numba_cache.install(os.path.join(here, "numba-cache"), build_id)
+    if argv[:1] in ([WARMUP_ARG], [PRECOMPILE_ARG]):
+        gc.enable()                         # these compile: numba's compiler leaves cyclic garbage
     if argv[:1] == [WARMUP_ARG]:            # runtime/warmup.py's worker: PATH OFFSET
         from runtime import warmup
         return warmup.worker_main(argv[1], int(argv[2]))

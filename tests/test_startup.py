@@ -1,0 +1,56 @@
+"""What a launch does before the first token that is not loading: the weights' pages mapped ahead on
+another core (memory.populate_in_background), and the garbage collector off until the model is loaded
+(runtime.cli.loaded). The launch figures themselves are measured by scripts/launch_bench.py, not here.
+"""
+from __future__ import annotations
+
+import gc
+import mmap
+import resource
+
+import numpy as np
+
+from runtime import cli
+from runtime.gguf import GGUFFile
+from runtime.memory import populate_in_background
+
+
+def _faults_reading_every_page(array: np.ndarray) -> int:
+    """Minor page faults taken while reading one byte of every page of `array`."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    int(array[::mmap.PAGESIZE].sum())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_the_weights_are_mapped_before_the_kernels_read_them(smollm2_path):
+    GGUFFile(smollm2_path)._array.sum()              # the file in the page cache, as on a warm launch
+    cold = GGUFFile(smollm2_path)                        # a new mapping: no page of it mapped yet
+    faults_cold = _faults_reading_every_page(cold._array)
+
+    ahead = GGUFFile(smollm2_path)
+    thread = populate_in_background(ahead._array)
+    assert thread is not None, "MADV_POPULATE_READ refused (Linux older than 5.14?)"
+    thread.join(timeout=60)
+    faults_ahead = _faults_reading_every_page(ahead._array)
+    pages = ahead._array.size // mmap.PAGESIZE
+    # without it the kernel maps ~16 pages per fault (fault-around): thousands of faults for 98 MB
+    assert faults_cold > pages // 64, (faults_cold, pages)
+    assert faults_ahead < faults_cold // 10, (faults_ahead, faults_cold)
+
+
+def test_nothing_is_populated_that_would_not_fit(monkeypatch, smollm2_path):
+    monkeypatch.setattr("runtime.memory.available_bytes", lambda: 1 << 20)     # 1 MiB free
+    assert populate_in_background(GGUFFile(smollm2_path)._array) is None
+
+
+def test_the_collector_is_back_on_once_the_model_is_loaded(smollm2_path, capsysbinary):
+    frozen = gc.get_freeze_count()
+    gc.disable()                                         # as stubs/entry.py and runtime/__main__.py start
+    try:
+        assert cli.main(["-m", str(smollm2_path), "-p", "Hi", "-n", "2", "--temp", "0"]) == 0
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen            # what the load made is out of later collections
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert capsysbinary.readouterr().out                 # and the run went on to generate
