@@ -182,5 +182,20 @@ def main() -> int:
     return cli_main(baked + argv, embedded=embedded)
 
 
+def exit_now(code: int) -> None:
+    """End the process: the exit handlers run (atexit: runtime/warmup.py stops its worker), the standard
+    streams are flushed, and then the process ends without tearing the interpreter down. Freeing every
+    module and object of numpy, numba and LLVM one by one is work nobody waits for, yet it came after the
+    last byte of output: 0.02-0.04 s of every `-p` run."""
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):       # a closed pipe: nothing more can reach the reader
+            pass
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
