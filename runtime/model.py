@@ -14,9 +14,9 @@ llama.cpp). Fused tensors (attn_qkv, phi3's gate+up ffn_up, the experts of a MoE
 into row views of the same bytes, so the kernels see ordinary matrices.
 
 `Model.forward` evaluates a batch of rows, each a token of some sequence at some position: first
-`n_decode` rows that are one new token of their sequence each (the weight products take them one row
-at a time, `kernels.matvec`), then prompt tokens of one or more sequences (`kernels.matmul`, one GEMM
-per run of rows). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
+`n_decode` rows that are one new token of their sequence each, or a prompt run of at most SHORT_RUN
+tokens (the weight products take them one row at a time, `kernels.matvec`), then prompt tokens of one
+or more sequences (`kernels.matmul`, one GEMM per run of rows). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
 cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
 server's batched decode and its prefill of several prompts in one pass give each stream what it
 would get alone (MoE layers excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
@@ -35,6 +35,14 @@ from .gguf import GGUFFile, Tensor
 from .memory import lazy_zeros
 from .quants import dequantize
 from .tokenizer import Tokenizer
+
+
+# A run of this many tokens or fewer goes through the decode products (one weight pass for up to 4
+# rows), not the prompt GEMM, whose 16-row tiles cost a 2-token run 3x the time (0.13 against 0.04 s
+# on a 0.4 GB Qwen-shaped Q4_K_M at 2 threads; a 2-token `-p` is a launch's whole first forward
+# pass). The bits are the same: below 4 rows the GEMM gives each row matvec's bits, as ggml's gemv
+# does for the rows left over after its 4-column gemm tiles.
+SHORT_RUN = 3
 
 
 @dataclass(frozen=True)
@@ -324,7 +332,8 @@ class Model:
     def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
                 hidden: bool = False, runs: tuple[int, ...] | None = None) -> np.ndarray:
         """Evaluate R rows: ids, seq, pos int64 [R] (token, sequence of `kv`, position in it). Rows
-        0..n_decode-1 are decode rows (at most one per sequence), the rest prompt rows: by default one
+        0..n_decode-1 are decode rows (one new token of their sequence each, or a run of at most
+        SHORT_RUN tokens of one sequence), the rest prompt rows: by default one
         run of one sequence at consecutive positions, multiplied as one GEMM. `runs` (row counts
         summing to R - n_decode) cuts the prompt rows into GEMMs of their own. A prompt row's bits
         depend only on whether it lies in the first len // 4 * 4 rows of its GEMM (kernels.matmul), so
@@ -570,7 +579,8 @@ class Session:
                 self._many = Buffers(self.model.config, T)
             buf = self._many
         out = self.model.forward(self.kv, buf, ids, np.full(T, self.seq, np.int64),
-                                 np.arange(pos0, pos0 + T, dtype=np.int64), n_decode=1 if T == 1 else 0,
+                                 np.arange(pos0, pos0 + T, dtype=np.int64),
+                                 n_decode=T if T <= SHORT_RUN else 0,
                                  logit_rows=np.array([T - 1], np.int64), hidden=hidden)
         self.tokens.extend(int(i) for i in ids)
         return out
