@@ -16,8 +16,8 @@ into row views of the same bytes, so the kernels see ordinary matrices.
 `Model.forward` evaluates a batch of rows, each a token of some sequence at some position: first
 `n_decode` rows that are one new token of their sequence each, or a prompt run of at most SHORT_RUN
 tokens (the weight products take them one row at a time, `kernels.matvec`), then prompt tokens of one
-or more sequences (`kernels.matmul`, one GEMM per run of rows). A row's numbers do not depend on what else is in the batch, nor on how a prompt is
-cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
+or more sequences (`kernels.matmul`, one GEMM per run of rows). A row's numbers do not depend on
+what else is in the batch, nor on how a prompt is cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
 server's batched decode and its prefill of several prompts in one pass give each stream what it
 would get alone (MoE layers excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
 go through the output head, one at a time.
