@@ -14,13 +14,14 @@ llama.cpp). Fused tensors (attn_qkv, phi3's gate+up ffn_up, the experts of a MoE
 into row views of the same bytes, so the kernels see ordinary matrices.
 
 `Model.forward` evaluates a batch of rows, each a token of some sequence at some position: first
-`n_decode` rows that are one new token of their sequence each, or a prompt run of at most SHORT_RUN
-tokens (the weight products take them one row at a time, `kernels.matvec`), then prompt tokens of one
-or more sequences (`kernels.matmul`, one GEMM per run of rows). A row's numbers do not depend on
-what else is in the batch, nor on how a prompt is cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
-server's batched decode and its prefill of several prompts in one pass give each stream what it
-would get alone (MoE layers excepted: an expert multiplies the rows routed to it together). Only the rows whose logits are wanted
-go through the output head, one at a time.
+`n_decode` rows that the weight products take one row at a time (`kernels.matvec`): one new token of
+a sequence each, a prompt run of at most SHORT_RUN tokens, or the last 1-3 tokens of prompts whose
+whole 4-row tiles are in the GEMM; then prompt tokens of one or more sequences, in one GEMM
+(`kernels.matmul`). A row's numbers do not depend on what else is in the batch, nor on how a prompt
+is cut into runs when each run but the last has a multiple of 4 rows (the GEMM's token tile): the
+server's batched decode and its prefill of several prompts in one pass give each stream what it would
+get alone (MoE layers excepted: an expert multiplies the rows routed to it together). Only the rows
+whose logits are wanted go through the output head, one at a time.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels, moe, ops
+from .kernels import intgemm
 from .config import ModelConfig, ModelError
 from .ggml import SUPPORTED_TYPES, GGMLType, type_name
 from .gguf import GGUFFile, Tensor
@@ -148,6 +150,22 @@ class Model:
         self.llama_rounding = True
         self._plans: dict = {}                   # Model._plan's cache
 
+    def gemm_tails_are_rows(self) -> bool:
+        """Whether every prompt product here gives the rows past a GEMM's whole 4-row tiles the bits
+        of a decode row (kernels.matmul's integer GEMM: AVX-512 VNNI, llama.cpp's roundings, every
+        weight of a type it takes; no routed experts). Then several prompts can share one pass: their
+        whole tiles in one GEMM, their last 1-3 tokens as decode rows (the float tile GEMM sums those
+        rows in another order than the decode products: 1e-6 apart on Q2_K)."""
+        if not self.llama_rounding or not intgemm.available():
+            return False
+        for L in self.layers:
+            if L.experts is not None:
+                return False
+            for w in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down):
+                if not (kernels.takes_q8(w.type) and kernels.KERNELS[w.type].matmul_q8 is not None):
+                    return False
+        return True
+
     def rope_for(self, n_ctx: int) -> tuple:
         """(global, local) RoPE arguments of ops.rope for a session of n_ctx positions: (theta_scale,
         freq_scale, factors, ext_factor, corr_low, corr_high, mscale), float32 as ggml computes them
@@ -258,14 +276,13 @@ class Model:
 
     # ---- the forward pass ----
 
-    def _project(self, x, xq, pairs, n_decode, buf: "Buffers | None" = None, runs=None):
+    def _project(self, x, xq, pairs, n_decode, buf: "Buffers | None" = None):
         """out = x @ W^T for each (W, out) in pairs; x [R, n]. x is rounded as llama.cpp rounds it for
         W's type (once per distinct rounding), then the kernels multiply from the raw blocks: rows
         0..n_decode-1 as decode rows (kernels.matvecs over all of them, the matrices of one type in one
-        launch; each row's bits are those it gets alone), the rest by kernels.matmul, one call per
-        entry of `runs` (row counts, in order; None: one call for all of them). Where the kernels take
-        it (kernels.takes_q8) they get x's 8-bit form too (in buf.q8, else a new scratch), and
-        multiply with integer dot products."""
+        launch; each row's bits are those it gets alone), the rest in one kernels.matmul. Where the
+        kernels take it (kernels.takes_q8) they get x's 8-bit form too (in buf.q8, else a new scratch),
+        and multiply with integer dot products."""
         R = x.shape[0]
         B = n_decode
         scratch = buf.q8 if buf is not None else Q8Scratch()
@@ -280,13 +297,8 @@ class Model:
                     q8 = self._round(xqs, xs, kind, int8, scratch)
                 if decode:
                     kernels.matvecs([pairs[i][0] for i in group], xqs, [pairs[i][1][:B] for i in group], q8)
-                elif runs is None:
-                    kernels.matmul(pairs[group[0]][0], xqs, pairs[group[0]][1][B:], q8)
                 else:
-                    w, out, a = pairs[group[0]][0], pairs[group[0]][1][B:], 0
-                    for n in runs:
-                        kernels.matmul(w, xqs[a:a + n], out[a:a + n], q8 and tuple(v[a:a + n] for v in q8))
-                        a += n
+                    kernels.matmul(pairs[group[0]][0], xqs, pairs[group[0]][1][B:], q8)
 
     def _plan(self, pairs, decode: bool):
         """The steps of _project for these weights, worked out once: [(indices of one launch's pairs,
@@ -330,19 +342,18 @@ class Model:
         return q8
 
     def forward(self, kv: "KVCache", buf: "Buffers", ids, seq, pos, n_decode: int, logit_rows,
-                hidden: bool = False, runs: tuple[int, ...] | None = None) -> np.ndarray:
+                hidden: bool = False) -> np.ndarray:
         """Evaluate R rows: ids, seq, pos int64 [R] (token, sequence of `kv`, position in it). Rows
-        0..n_decode-1 are decode rows (one new token of their sequence each, or a run of at most
-        SHORT_RUN tokens of one sequence), the rest prompt rows: by default one
-        run of one sequence at consecutive positions, multiplied as one GEMM. `runs` (row counts
-        summing to R - n_decode) cuts the prompt rows into GEMMs of their own. A prompt row's bits
-        depend only on whether it lies in the first len // 4 * 4 rows of its GEMM (kernels.matmul), so
-        the server puts the whole 4-row tiles of several prompts in one run and each prompt's last 1-3
-        rows in a run of their own, and every row gets the bits it gets alone. Each row's K and V go
-        into the cache before any row attends (so rows may be in any order); each attends to its own
-        sequence up to its position. -> float32 [L, vocab] logits of the rows `logit_rows` (int64
-        [L]), a view into buf (valid until the next call); with `hidden`, float32 [R, dim]: every
-        row's state after the final norm (embeddings), no head."""
+        0..n_decode-1 are decode rows, each multiplied as a vector (matvec's bits): one new token of a
+        sequence, a run of at most SHORT_RUN tokens, or (gemm_tails_are_rows) the last len % 4 tokens
+        of a prompt. The rest are prompt rows, multiplied in one GEMM: runs of one or more sequences
+        at consecutive positions, each but the last a multiple of 4 rows long (a prompt row's bits
+        depend only on whether it lies in the first T // 4 * 4 rows of the GEMM). So the server reads
+        several prompts in one pass, their whole 4-row tiles here and their last 1-3 rows among the
+        decode rows, and every row has the bits it has alone. Each row's K and V go into the cache before any row attends (so rows may come in any
+        order); each attends to its own sequence up to its position. -> float32 [L, vocab] logits of
+        the rows `logit_rows` (int64 [L]), a view into buf (valid until the next call); with `hidden`,
+        float32 [R, dim]: every row's state after the final norm (embeddings), no head."""
         c = self.config
         eps = np.float32(c.norm_eps)
         R = len(ids)
@@ -350,8 +361,6 @@ class Model:
                 or seq.min() < 0 or seq.max() >= kv.n_seqs:     # the kernels do not bounds-check
             raise ValueError(f"batch of {R} rows does not fit: buffers {buf.rows}/{buf.heads}, positions "
                              f"{pos.min()}..{pos.max()} of {kv.n_ctx}, sequences up to {seq.max()} of {kv.n_seqs}")
-        if runs is not None and (sum(runs) != R - n_decode or min(runs, default=1) <= 0):
-            raise ValueError(f"prompt runs {runs} do not cut rows {n_decode}..{R}")
         x, xn, xq = buf.x[:R], buf.xn[:R], buf.xq[:R]
         q, k, v, att, attq = buf.q[:R], buf.k[:R], buf.v[:R], buf.att[:R], buf.attq[:R]
         o, gate, up, hq = buf.o[:R], buf.gate[:R], buf.up[:R], buf.hq[:R]
@@ -362,7 +371,7 @@ class Model:
             # multiplies as one matrix (or one vector when it got a single row, as alone)
             rows = xs.shape[0]
             if rows == R:
-                self._project(xs, xqs, pairs, n_decode, buf, runs)
+                self._project(xs, xqs, pairs, n_decode, buf)
             else:
                 self._project(xs, xqs, pairs, int(rows == 1), buf)
 
@@ -374,7 +383,7 @@ class Model:
         for il, L in enumerate(self.layers):
             # attention block: norm, q/k/v, (biases), (per-head norms), RoPE, cache, attend, project
             ops.rms_norm(xn, x, L.attn_norm, eps)
-            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode, buf, runs)
+            self._project(xn, xq, ((L.wq, q), (L.wk, k), (L.wv, v)), n_decode, buf)
             if L.bq is not None:
                 q += L.bq
             if L.bk is not None:
@@ -393,7 +402,7 @@ class Model:
             ops.store_kv(kv.k[il], kv.v[il], k, v, seq, pos)
             window = c.sliding_window if L.local else 0
             ops.attention(att, q, kv.k[il], kv.v[il], seq, pos, window, c.q_scale, c.kq_scale, c.attn_softcap)
-            self._project(att, attq, ((L.wo, o),), n_decode, buf, runs)
+            self._project(att, attq, ((L.wo, o),), n_decode, buf)
             if L.bo is not None:
                 o += L.bo
             if L.post_attn_norm is not None:
@@ -407,7 +416,7 @@ class Model:
             if L.experts is not None:
                 moe.ffn(self, moe_project, L.experts, xn, o, buf.moe)
             else:
-                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode, buf, runs)
+                self._project(xn, xq, ((L.w_gate, gate), (L.w_up, up)), n_decode, buf)
                 if L.b_gate is not None:
                     gate += L.b_gate
                 if L.b_up is not None:
@@ -416,7 +425,7 @@ class Model:
                     ops.geglu(gate, gate, up)
                 else:
                     ops.swiglu(gate, gate, up)
-                self._project(gate, hq, ((L.w_down, o),), n_decode, buf, runs)
+                self._project(gate, hq, ((L.w_down, o),), n_decode, buf)
                 if L.b_down is not None:
                     o += L.b_down
             if L.post_ffn_norm is not None:

@@ -163,6 +163,8 @@ class Engine:
         self.kv = KVCache(model, n_slots, self.n_ctx)
         self.slots = [Slot(i) for i in range(n_slots)]
         self._buf = Buffers(c, rows=n_slots + PREFILL_ALONE, heads=n_slots + 1)
+        # several prompts in one pass only where each row keeps its bits (Model.gemm_tails_are_rows)
+        self._shared_prefill = model.gemm_tails_are_rows()
         # held around every forward pass, so a foreground terminal chat in the same process and this
         # worker take turns (see runtime.chat)
         self.lock = threading.Lock()
@@ -298,37 +300,38 @@ class Engine:
         reading = sorted((s for s in self.slots if s.task is not None and not s.task.decoding),
                          key=lambda s: s.task.t_start)
         runs = self._prefill_runs(reading, bool(decoding))
+        if not self._shared_prefill:
+            runs = runs[:1]
         if any(s.task.n_fed + len(chunk) == len(s.task.job.prompt_ids) for s, chunk in runs):
             decoding = []         # a pass that ends prompts goes without the decode rows: a new request's
                                   # first token waits for no one's decode step (the others wait one pass)
-        ids, seq, pos = [], [], []
-        for s in decoding:
-            ids.append(s.task.completion.token)
-            seq.append(s.id)
-            pos.append(len(s.tokens))
-        logit_rows = list(range(len(decoding)))
-        # prompt rows: the whole 4-row tiles of every run in one GEMM, then each run's last 1-3 rows in
-        # a GEMM of their own, so each row has the bits it gets alone (see Model.forward)
-        tiles = [(s, i) for s, chunk in runs for i in range(len(chunk) // 4 * 4)]
-        tails = [[(s, i) for i in range(len(chunk) // 4 * 4, len(chunk))] for s, chunk in runs]
-        last = {}                                        # slot id -> batch row of its prompt's last token
-        for s, i in tiles + [r for tail in tails for r in tail]:
+        # rows: one per generating slot and the last 1-3 tokens of every prompt run but the last (decode
+        # rows: the GEMM gives the rows past its whole 4-row tiles matvec's bits), then one GEMM over
+        # the whole 4-row tiles of every run and the last run's own last 1-3 tokens; so each row has
+        # the bits it gets alone (see Model.forward), and a lone prompt is one GEMM
+        tail = [[(s, i) for i in range(len(chunk) // 4 * 4, len(chunk))] for s, chunk in runs]
+        rows = [(s, -1) for s in decoding] + [r for t in tail[:-1] for r in t]
+        n_decode = len(rows)
+        rows += [(s, i) for s, chunk in runs for i in range(len(chunk) // 4 * 4)] + (tail[-1] if tail else [])
+        ids, seq, pos, last = [], [], [], {}      # last: slot id -> row of its prompt's last token
+        for s, i in rows:
             t = s.task
-            if t.n_fed + i == len(t.job.prompt_ids) - 1:
-                last[s.id] = len(ids)
-            ids.append(t.job.prompt_ids[t.n_fed + i])
+            if i < 0:
+                ids.append(t.completion.token)
+                pos.append(len(s.tokens))
+            else:
+                if t.n_fed + i == len(t.job.prompt_ids) - 1:
+                    last[s.id] = len(ids)
+                ids.append(t.job.prompt_ids[t.n_fed + i])
+                pos.append(len(s.tokens) + i)
             seq.append(s.id)
-            pos.append(len(s.tokens) + i)
-        gemms = tuple(n for n in [len(tiles)] + [len(tail) for tail in tails] if n)
-        for s, _ in runs:
-            if s.id in last:
-                logit_rows.append(last[s.id])
+        logit_rows = list(range(len(decoding))) + [last[s.id] for s, _ in runs if s.id in last]
         if not ids:
             return
         with self.lock:
             logits = self.model.forward(self.kv, self._buf, np.array(ids, np.int64), np.array(seq, np.int64),
-                                        np.array(pos, np.int64), n_decode=len(decoding),
-                                        logit_rows=np.array(logit_rows, np.int64), runs=gemms or None)
+                                        np.array(pos, np.int64), n_decode=n_decode,
+                                        logit_rows=np.array(logit_rows, np.int64))
         now = time.perf_counter()
         self.n_steps += 1
         self.peak_decoding = max(self.peak_decoding, len(decoding))
@@ -355,7 +358,8 @@ class Engine:
         chunk, it ends in a pass of its own together with every other prompt that ends within a chunk
         (several requests sent at once are read in one pass: the GEMM reads the weights once for all).
         When nothing is generating, prompts are read PREFILL_ALONE tokens per pass, oldest first. Every
-        run but the one that ends a prompt has a multiple of 4 tokens (the GEMM's token tile)."""
+        run but the one that ends a prompt has a multiple of 4 tokens (the GEMM's token tile). (Models
+        whose rows would not keep their bits take only the first run: one prompt per pass.)"""
         if not reading:
             return []
 
