@@ -8,11 +8,11 @@ speeds up, and so never reveals itself to, another's; ties go to the least recen
 steps until no slot is busy. One step is one forward pass over:
 - one row per slot that is generating (its last sampled token): the decode steps of all running streams
   together, the weights read once per step rather than once per stream;
-- runs of the prompts being read: while others generate, the next PREFILL_CHUNK tokens of the oldest
-  one, so a long prompt does not freeze the running streams; the pass that ends prompts goes without
-  the decode rows, so a new request's first token waits for no one else's, and it ends every prompt
-  that fits a chunk at once (requests sent together are read in one pass, the weights read once for
-  all of them); when nothing else runs, PREFILL_ALONE tokens per pass.
+- runs of the prompts being read, several in one pass (requests sent together are read together, the
+  weights read once for all of them): while others generate, at most PREFILL_CHUNK tokens of each,
+  so a long prompt does not freeze the running streams; when nothing else runs, PREFILL_ALONE in
+  all. A pass that ends a prompt goes without the decode rows, so a new request's first token waits
+  for no one's decode step.
 Each slot's row is computed as it would be alone (runtime.model.Model.forward), so a greedy stream's text
 does not depend on the others. Sampling, stop strings and logprobs are runtime.generate.Completion's,
 one per slot with its own sampler state (constraints and tool calls work per slot).
@@ -164,7 +164,7 @@ class Engine:
         self.slots = [Slot(i) for i in range(n_slots)]
         self._buf = Buffers(c, rows=n_slots + PREFILL_ALONE, heads=n_slots + 1)
         # several prompts in one pass only where each row keeps its bits (Model.gemm_tails_are_rows)
-        self._shared_prefill = model.gemm_tails_are_rows()
+        self.shared_prefill = model.gemm_tails_are_rows()
         # held around every forward pass, so a foreground terminal chat in the same process and this
         # worker take turns (see runtime.chat)
         self.lock = threading.Lock()
@@ -175,6 +175,7 @@ class Engine:
         self._n_jobs = 0
         self.n_steps = 0                # forward passes so far
         self.peak_decoding = 0          # most slots generating in one forward pass
+        self.peak_reading = 0           # most prompts read in one forward pass
         self._worker = threading.Thread(target=self._run, name="chatfile-engine", daemon=True)
         self._worker.start()
 
@@ -300,7 +301,7 @@ class Engine:
         reading = sorted((s for s in self.slots if s.task is not None and not s.task.decoding),
                          key=lambda s: s.task.t_start)
         runs = self._prefill_runs(reading, bool(decoding))
-        if not self._shared_prefill:
+        if not self.shared_prefill:
             runs = runs[:1]
         if any(s.task.n_fed + len(chunk) == len(s.task.job.prompt_ids) for s, chunk in runs):
             decoding = []         # a pass that ends prompts goes without the decode rows: a new request's
@@ -335,6 +336,7 @@ class Engine:
         now = time.perf_counter()
         self.n_steps += 1
         self.peak_decoding = max(self.peak_decoding, len(decoding))
+        self.peak_reading = max(self.peak_reading, len(runs))
         for i, s in enumerate(decoding):
             s.tokens.append(ids[i])
             self._advance(s, logits[i], now)
@@ -353,29 +355,17 @@ class Engine:
     @staticmethod
     def _prefill_runs(reading: list[Slot], decoding: bool) -> list[tuple[Slot, list[int]]]:
         """The prompt tokens to read in this pass: [(slot, its next tokens)], from `reading` (the slots
-        still reading their prompts, oldest request first). While others generate, the oldest prompt
-        is read PREFILL_CHUNK tokens at a time beside their rows; once what is left of it fits one
-        chunk, it ends in a pass of its own together with every other prompt that ends within a chunk
-        (several requests sent at once are read in one pass: the GEMM reads the weights once for all).
-        When nothing is generating, prompts are read PREFILL_ALONE tokens per pass, oldest first. Every
-        run but the one that ends a prompt has a multiple of 4 tokens (the GEMM's token tile). (Models
-        whose rows would not keep their bits take only the first run: one prompt per pass.)"""
-        if not reading:
-            return []
-
-        def left(s: Slot) -> list[int]:
-            return s.task.job.prompt_ids[s.task.n_fed:]
-        if decoding and len(left(reading[0])) > PREFILL_CHUNK:
-            return [(reading[0], left(reading[0])[:PREFILL_CHUNK])]
+        still reading their prompts, oldest request first). While others generate, each prompt gives
+        at most PREFILL_CHUNK tokens to a pass, so a long prompt does not freeze the running streams;
+        otherwise PREFILL_ALONE tokens per pass in all, oldest first. Several prompts share a pass (the
+        GEMM reads the weights once for all of them: requests sent together are read together). Every
+        run but the one that ends a prompt has a multiple of 4 tokens (the GEMM's token tile)."""
         runs, budget = [], PREFILL_ALONE
         for s in reading:
-            rest = left(s)
-            if decoding:                                  # only prompts that end in this pass
-                if len(rest) <= min(PREFILL_CHUNK, budget):
-                    runs.append((s, rest))
-                    budget -= len(rest)
-                continue
-            n = len(rest) if len(rest) <= budget else budget // 4 * 4
+            rest = s.task.job.prompt_ids[s.task.n_fed:]
+            n = min(len(rest), budget, PREFILL_CHUNK if decoding else budget)
+            if n < len(rest):
+                n = n // 4 * 4
             if n == 0:
                 break
             runs.append((s, rest[:n]))

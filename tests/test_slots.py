@@ -69,6 +69,34 @@ def test_concurrent_greedy_streams_equal_each_alone(server):
     assert server.engine.n_steps - steps < len(PROMPTS) * 40
 
 
+@pytest.mark.slow
+def test_long_prompts_sent_together_are_read_together(server):
+    """Three long prompts sent while another request streams: read side by side, PREFILL_CHUNK tokens of
+    each per pass (the last run of each among the decode rows), every text equal to its text alone."""
+    c = client(server.url)
+    long = [f"Here are my notes from a week of travelling by {what}. " * 12 + "Summarize them."
+            for what in ("train", "bus", "boat")]
+    prompts = [PROMPTS[0]] + long
+    alone = [greedy_text(c, p, 16) for p in prompts]
+    server.engine.peak_reading = 0
+    together = [None] * len(prompts)
+
+    def run(i):
+        together[i] = greedy_text(c, prompts[i], 16 if i else 48, stream=True)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    threads[0].start()
+    deadline = time.monotonic() + 300
+    while not any(v.n_decoded for v in server.engine.slot_views()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together[1:] == alone[1:] and together[0].startswith(alone[0])
+    if server.engine.shared_prefill:      # the integer GEMM (AVX-512 VNNI); elsewhere one prompt a pass
+        assert server.engine.peak_reading >= 2
+
+
 # ---- conversations longer than the context ---------------------------------------------------------
 
 SYSTEM = "You are a cheerful assistant who always answers briefly."
