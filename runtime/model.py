@@ -42,8 +42,10 @@ from .tokenizer import Tokenizer
 # A run of this many tokens or fewer goes through the decode products (one weight pass for up to 4
 # rows), not the prompt GEMM, whose 16-row tiles cost a 2-token run 3x the time (0.13 against 0.04 s
 # on a 0.4 GB Qwen-shaped Q4_K_M at 2 threads; a 2-token `-p` is a launch's whole first forward
-# pass). The bits are the same: below 4 rows the GEMM gives each row matvec's bits, as ggml's gemv
-# does for the rows left over after its 4-column gemm tiles.
+# pass). Only where the bits are the same (Model.gemm_tails_are_rows: the integer GEMM gives the rows
+# below 4 matvec's bits, as ggml's gemv does for the rows left over after its 4-column gemm tiles);
+# the float tile GEMM sums them in another order, so there a short run stays a GEMM and a prompt's
+# rows keep the bits they get when it is read whole.
 SHORT_RUN = 3
 
 
@@ -559,6 +561,7 @@ class Session:
         self.tokens: list[int] = []
         self._one = Buffers(model.config, 1)    # decode
         self._many: Buffers | None = None       # prefill, grown to the longest prompt seen
+        self._short_runs = model.gemm_tails_are_rows()   # runs of <= SHORT_RUN tokens as decode rows
 
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (prefix reuse); later positions get overwritten."""
@@ -589,7 +592,7 @@ class Session:
             buf = self._many
         out = self.model.forward(self.kv, buf, ids, np.full(T, self.seq, np.int64),
                                  np.arange(pos0, pos0 + T, dtype=np.int64),
-                                 n_decode=T if T <= SHORT_RUN else 0,
+                                 n_decode=T if T == 1 or (T <= SHORT_RUN and self._short_runs) else 0,
                                  logit_rows=np.array([T - 1], np.int64), hidden=hidden)
         self.tokens.extend(int(i) for i in ids)
         return out
