@@ -20,8 +20,9 @@ without numpy's request. Where mmap or madvise is unavailable this falls back to
 
 Weights. `populate_in_background(array)` maps every page of a file mapping (the GGUF's) on another
 core while this one goes on loading: the first forward pass reads every weight, and taking those
-pages one fault at a time, inside the kernels, cost a warm launch of a 0.4 GB model about 0.04 s
-(12.5k minor faults; 6.6k with the weights mapped ahead, `MADV_POPULATE_READ` taking 0.03-0.04 s).
+pages one fault at a time, in both kernel threads at once, made a 0.4 GB model's first products 3x
+slower than later ones (12.5k minor faults; 6.6k with the weights mapped ahead, `MADV_POPULATE_READ`
+taking 0.03-0.04 s on the other core).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import numpy as np
 KV_SHARE = 0.8          # of the available memory the KV cache may take (the weights are paged in beside it)
 MIN_CTX = 256           # a context shorter than this is not worth running
 CTX_STEP = 256          # a lowered context is a multiple of this
+MADV_POPULATE_READ = 22  # Linux 5.14+ (<linux/mman.h>); Python 3.11's mmap module does not name it
 
 
 def available_bytes() -> int | None:
@@ -99,36 +101,36 @@ def lazy_zeros(shape, dtype=np.float32) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=math.prod(shape)).reshape(shape)
 
 
-__all__ = ["available_bytes", "fit_context", "gib", "lazy_zeros"]
-
-
-MADV_POPULATE_READ = 22     # Linux 5.14+ (<linux/mman.h>); Python 3.11's mmap module does not name it
+def populate(array: np.ndarray) -> bool:
+    """Map every page of `array` (a view of a read-only file mapping) into this process's page tables
+    now: madvise(MADV_POPULATE_READ), which faults the range in from the page cache in the kernel, a
+    batch at a time, and through ctypes runs without the GIL. False off Linux or where the kernel
+    refuses the advice (older than 5.14: EINVAL); the pages are then faulted in as they are read."""
+    if not sys.platform.startswith("linux") or array.size == 0:
+        return False
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    address = array.__array_interface__["data"][0]
+    start = address // mmap.PAGESIZE * mmap.PAGESIZE
+    return madvise(start, address + array.size - start, MADV_POPULATE_READ) == 0
 
 
 def populate_in_background(array: np.ndarray) -> threading.Thread | None:
-    """Start mapping every page of `array` (a view of a read-only file mapping) on a daemon thread.
-
-    madvise(MADV_POPULATE_READ) faults the whole range in from the page cache in the kernel, a batch
-    at a time, and through ctypes it runs without the GIL, so it overlaps the Python work of loading
-    (imports, the tokenizer). Skipped, returning None, off Linux, when the range is larger than half
-    the memory available (it would push out what the run needs; the kernels then fault pages in as
-    before), or when the kernel refuses the advice (older than 5.14: EINVAL). Nothing waits for the
-    thread: a page it has not mapped yet is faulted in by whoever reads it first, as without it.
-    """
+    """`populate(array)` on a daemon thread, so that it overlaps the Python work of loading (imports,
+    the tokenizer). None, and nothing started, off Linux or when the range is larger than half the
+    memory available (it would push out what the run needs). Nothing waits for the thread: a page it
+    has not mapped yet is faulted in by whoever reads it first, as without it."""
     if not sys.platform.startswith("linux") or array.size == 0:
         return None
     available = available_bytes()
     if available is not None and array.size > available // 2:
         return None
-    address = array.__array_interface__["data"][0]
-    start = address // mmap.PAGESIZE * mmap.PAGESIZE
-    length = address + array.size - start
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    thread = threading.Thread(target=madvise, args=(start, length, MADV_POPULATE_READ),
-                              name="chatfile-populate", daemon=True)
+    thread = threading.Thread(target=populate, args=(array,), name="chatfile-populate", daemon=True)
     thread.start()
     return thread
+
+
+__all__ = ["available_bytes", "fit_context", "gib", "lazy_zeros", "populate", "populate_in_background"]

@@ -352,10 +352,11 @@ class Model:
         at consecutive positions, each but the last a multiple of 4 rows long (a prompt row's bits
         depend only on whether it lies in the first T // 4 * 4 rows of the GEMM). So the server reads
         several prompts in one pass, their whole 4-row tiles here and their last 1-3 rows among the
-        decode rows, and every row has the bits it has alone. Each row's K and V go into the cache before any row attends (so rows may come in any
-        order); each attends to its own sequence up to its position. -> float32 [L, vocab] logits of
-        the rows `logit_rows` (int64 [L]), a view into buf (valid until the next call); with `hidden`,
-        float32 [R, dim]: every row's state after the final norm (embeddings), no head."""
+        decode rows, and every row has the bits it has alone. Each row's K and V go into the cache
+        before any row attends (so rows may come in any order); each attends to its own sequence up
+        to its position. -> float32 [L, vocab] logits of the rows `logit_rows` (int64 [L]), a view
+        into buf (valid until the next call); with `hidden`, float32 [R, dim]: every row's state
+        after the final norm (embeddings), no head."""
         c = self.config
         eps = np.float32(c.norm_eps)
         R = len(ids)
@@ -372,10 +373,7 @@ class Model:
             # the router and shared experts see every row; a routed expert only its rows, which it
             # multiplies as one matrix (or one vector when it got a single row, as alone)
             rows = xs.shape[0]
-            if rows == R:
-                self._project(xs, xqs, pairs, n_decode, buf)
-            else:
-                self._project(xs, xqs, pairs, int(rows == 1), buf)
+            self._project(xs, xqs, pairs, n_decode if rows == R else int(rows == 1), buf)
 
         # token embeddings (gemma scales them by sqrt(dim), granite by embedding_scale)
         kernels.get_rows(self.token_embd, ids, x)

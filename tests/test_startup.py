@@ -4,7 +4,6 @@ another core (memory.populate_in_background), and the garbage collector off unti
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import mmap
 
@@ -13,7 +12,7 @@ import pytest
 
 from runtime import cli
 from runtime.gguf import GGUFFile
-from runtime.memory import MADV_POPULATE_READ, populate_in_background
+from runtime.memory import populate, populate_in_background
 
 
 def _pages_mapped(array: np.ndarray) -> tuple[int, int]:
@@ -27,17 +26,9 @@ def _pages_mapped(array: np.ndarray) -> tuple[int, int]:
     return int((entries >> np.uint64(63)).sum()), len(entries)
 
 
-def _kernel_populates(array: np.ndarray) -> bool:
-    """Whether this kernel knows MADV_POPULATE_READ (Linux 5.14+): asked for one page, synchronously."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    start = array.__array_interface__["data"][0] // mmap.PAGESIZE * mmap.PAGESIZE
-    return libc.madvise(start, mmap.PAGESIZE, MADV_POPULATE_READ) == 0
-
-
 def test_the_weights_are_mapped_before_the_kernels_read_them(smollm2_path):
     GGUFFile(smollm2_path)._array.sum()              # the file in the page cache, as on a warm launch
-    if not _kernel_populates(GGUFFile(smollm2_path)._array):
+    if not populate(GGUFFile(smollm2_path)._array[:mmap.PAGESIZE]):
         pytest.skip("this kernel has no MADV_POPULATE_READ (Linux < 5.14): the kernels fault pages in")
     cold = GGUFFile(smollm2_path)                        # only the metadata's pages were read
     mapped, pages = _pages_mapped(cold._array)
