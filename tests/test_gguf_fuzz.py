@@ -18,7 +18,6 @@ Normal run: FUZZ_EXAMPLES cases per source, derandomized. Long run (documented i
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import signal
@@ -28,20 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_helpers import fuzz_examples, fuzz_settings
 from gguf_helpers import FIELD_KINDS, field_map, rebuild, small_valid_gguf, string
 from runtime.ggml import SUPPORTED_TYPES, Keys, ValueType, expected_kinds
 from runtime.gguf import GGUFError, GGUFFile
 from runtime.quants import dequantize
 
-FUZZ_EXAMPLES = int(os.environ.get("CHATFILE_FUZZ_EXAMPLES", "150"))
+FUZZ_EXAMPLES = fuzz_examples(150)
 CASE_SECONDS = 5.0
 SYNTHETIC = Path(__file__).resolve().parent.parent / "data" / "synthetic" / "llama-Q2_K.gguf"
 
-FUZZ_SETTINGS = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(HealthCheck))
+FUZZ_SETTINGS = fuzz_settings(FUZZ_EXAMPLES)
 
 INTERESTING_U64 = [0, 1, 2, 7, 8, 31, 32, 33, 255, 2**16, 2**31, 2**32, 2**32 + 1,
                    2**62, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 32, 2**64 - 1]

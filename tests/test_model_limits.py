@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_helpers import fuzz_examples, fuzz_settings
 import runtime
 from gguf_helpers import gguf_bytes, metadata_item, rebuild
 from runtime.config import ModelError
@@ -29,9 +30,8 @@ from runtime.tokenizer import Tokenizer, TokenizerError
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
-FUZZ_EXAMPLES = int(os.environ.get("CHATFILE_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ_EXAMPLES = fuzz_examples(100)
+FUZZ = fuzz_settings(FUZZ_EXAMPLES)
 V = ValueType
 
 

@@ -9,23 +9,22 @@ CHATFILE_FUZZ_EXAMPLES (default 150) examples per class, derandomized; the long 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_helpers import fuzz_examples, fuzz_settings
 import runtime
 from server_helpers import httpx, read_until_closed, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
-FUZZ_EXAMPLES = int(os.environ.get("CHATFILE_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ_EXAMPLES = fuzz_examples(150)
+FUZZ = fuzz_settings(FUZZ_EXAMPLES)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Token-level identity with llama.cpp stays pinned by tests/test_tokenizer.py's go
 """
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -17,17 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_helpers import fuzz_examples, fuzz_settings
 from runtime.gguf import GGUFFile
 from runtime.special_tokens import Attr, SpecialSplitter, split_reference
 from runtime.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-FUZZ_EXAMPLES = int(os.environ.get("CHATFILE_FUZZ_EXAMPLES", "200"))
-FUZZ_SETTINGS = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(HealthCheck))
+FUZZ_EXAMPLES = fuzz_examples(200)
+FUZZ_SETTINGS = fuzz_settings(FUZZ_EXAMPLES)
 
 
 @lru_cache(maxsize=None)

@@ -16,9 +16,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz_helpers import fuzz_examples, fuzz_settings
 from gguf_helpers import rebuild
 from runtime import template_limits
 from runtime.chat_template import ChatTemplate, ChatTemplateError
@@ -29,7 +30,7 @@ from server_helpers import httpx, start_server
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
 MESSAGES = [{"role": "user", "content": "Hi"}]
-FUZZ_EXAMPLES = int(os.environ.get("CHATFILE_FUZZ_EXAMPLES", "150"))
+FUZZ_EXAMPLES = fuzz_examples(150)
 
 NESTING = {        # refused when the template is compiled
     "300 parentheses": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
@@ -208,8 +209,7 @@ def templates(draw, depth=0):
     return "".join(parts)
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@fuzz_settings(FUZZ_EXAMPLES)
 @given(templates())
 def test_random_templates_render_or_stop_with_one_line(source):
     template_limits.RENDER_SECONDS, saved = 0.5, template_limits.RENDER_SECONDS
