@@ -49,6 +49,19 @@ from .tokenizer import Tokenizer
 SHORT_RUN = 3
 
 
+def prompt_rows(lengths: list[int]) -> tuple[list[tuple[int, int]], int]:
+    """The rows of several prompt runs read in one forward pass, as (run, token index) in the order
+    Model.forward takes them, and how many of them lead as decode rows: the last len % 4 tokens of
+    every run but the last, then one GEMM over every run's whole 4-row tiles and the last run's own
+    last tokens. Where Model.gemm_tails_are_rows, every row then has the bits it gets when its prompt
+    is read alone (a GEMM row's bits depend only on whether it lies in the GEMM's whole tiles)."""
+    tails = [[(k, i) for i in range(n // 4 * 4, n)] for k, n in enumerate(lengths)]
+    rows = [r for tail in tails[:-1] for r in tail]
+    n_tails = len(rows)
+    rows += [(k, i) for k, n in enumerate(lengths) for i in range(n // 4 * 4)] + (tails[-1] if tails else [])
+    return rows, n_tails
+
+
 @dataclass(frozen=True)
 class LayerWeights:
     attn_norm: np.ndarray          # [dim]

@@ -42,7 +42,7 @@ from .api_fields import context_exceeded
 from .api_schema import APIError, GenOptions
 from .constraint import ConstraintError
 from .generate import Completion, Piece, common_prefix, keep_positions, shift_amounts
-from .model import Buffers, KVCache
+from .model import Buffers, KVCache, prompt_rows
 from .sampler import Sampler
 
 log = logging.getLogger("chatfile.server")
@@ -306,14 +306,12 @@ class Engine:
         if any(s.task.n_fed + len(chunk) == len(s.task.job.prompt_ids) for s, chunk in runs):
             decoding = []         # a pass that ends prompts goes without the decode rows: a new request's
                                   # first token waits for no one's decode step (the others wait one pass)
-        # rows: one per generating slot and the last 1-3 tokens of every prompt run but the last (decode
-        # rows: the GEMM gives the rows past its whole 4-row tiles matvec's bits), then one GEMM over
-        # the whole 4-row tiles of every run and the last run's own last 1-3 tokens; so each row has
-        # the bits it gets alone (see Model.forward), and a lone prompt is one GEMM
-        tail = [[(s, i) for i in range(len(chunk) // 4 * 4, len(chunk))] for s, chunk in runs]
-        rows = [(s, -1) for s in decoding] + [r for t in tail[:-1] for r in t]
-        n_decode = len(rows)
-        rows += [(s, i) for s, chunk in runs for i in range(len(chunk) // 4 * 4)] + (tail[-1] if tail else [])
+        # rows: one per generating slot, then the prompt runs laid out by model.prompt_rows (the last
+        # 1-3 tokens of every run but the last among the decode rows, the rest in one GEMM), so each
+        # row has the bits it gets alone (see Model.forward), and a lone prompt is one GEMM
+        layout, n_tails = prompt_rows([len(chunk) for _, chunk in runs])
+        rows = [(s, -1) for s in decoding] + [(runs[k][0], i) for k, i in layout]
+        n_decode = len(decoding) + n_tails
         ids, seq, pos, last = [], [], [], {}      # last: slot id -> row of its prompt's last token
         for s, i in rows:
             t = s.task

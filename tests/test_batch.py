@@ -8,7 +8,7 @@ import pytest
 
 import runtime
 from runtime.generate import shift_amounts
-from runtime.model import Buffers, KVCache
+from runtime.model import Buffers, KVCache, prompt_rows
 
 from conftest import ROOT
 
@@ -79,9 +79,9 @@ def test_batched_rows_equal_each_sequence_alone(name):
 
 @pytest.mark.parametrize("name", ["llama-Q4_K.gguf", "llama-Q4_1.gguf", "llama-Q8_0.gguf"])
 def test_several_prompts_in_one_pass_equal_each_alone(name):
-    # the server's layout: the last len % 4 rows of every prompt but the last as decode rows, then one
-    # GEMM over the whole 4-row tiles of every prompt and the last prompt's last rows (Q4_K sums tile
-    # rows as llama.cpp's gemm and the others as its gemv)
+    # the server's layout (model.prompt_rows): the last len % 4 rows of every prompt but the last as
+    # decode rows, then one GEMM over the whole 4-row tiles of every prompt and the last prompt's last
+    # rows (Q4_K sums tile rows as llama.cpp's gemm and the others as its gemv)
     model = runtime.load(SYNTHETIC / name)
     if not model.gemm_tails_are_rows():
         pytest.skip("the server reads one prompt per pass here (no integer GEMM for these types)")
@@ -91,10 +91,7 @@ def test_several_prompts_in_one_pass_equal_each_alone(name):
     expect = [alone(model, p, f) for p, f in zip(prompts, follows)]
     kv = KVCache(model, len(prompts), 64)
     buf = Buffers(model.config, rows=64, heads=len(prompts))
-    tails = [[(i, j) for j in range(len(p) // 4 * 4, len(p))] for i, p in enumerate(prompts)]
-    rows = [r for t in tails[:-1] for r in t]
-    n_decode = len(rows)
-    rows += [(i, j) for i, p in enumerate(prompts) for j in range(len(p) // 4 * 4)] + tails[-1]
+    rows, n_decode = prompt_rows([len(p) for p in prompts])
     ids = [prompts[i][j] for i, j in rows]
     last = [rows.index((i, len(p) - 1)) for i, p in enumerate(prompts)]
     logits = model.forward(kv, buf, np.array(ids, np.int64), np.array([i for i, _ in rows], np.int64),
