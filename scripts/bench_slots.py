@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from load_test import cpu_seconds  # noqa: E402  (scripts/, on the path above)
+
 PROMPTS = [
     "Write a long story about a dragon who learns to bake bread.",
     "Describe, in detail, how a steam engine works.",
@@ -150,12 +152,6 @@ def ttft_under_load(url: str, others: list[str], newcomer: str, tokens: int) -> 
     for t in threads:
         t.join()
     return ttft
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def forward_cpu(model_path: str, threads: int, reps: int) -> int:
