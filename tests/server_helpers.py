@@ -6,6 +6,7 @@ tests/test_server.py also starts it the way users do, as `python -m runtime --se
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -86,6 +87,15 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
 
 def runtime_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "runtime", *args]
+
+
+def run_cli(*args, stdin: bytes | None = None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m runtime ARGS` from this checkout, to the end: its exit code, stdout and stderr bytes.
+    An argument given as bytes is passed as those bytes (a command line that is not UTF-8)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    argv = [a if isinstance(a, bytes) else str(a) for a in args]
+    return subprocess.run([sys.executable, "-m", "runtime", *argv], input=stdin, capture_output=True, cwd=ROOT,
+                          env=env, timeout=timeout)
 
 
 def sse_events(response: httpx.Response) -> list:

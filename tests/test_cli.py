@@ -1,24 +1,14 @@
 """The real command, run as a subprocess: `python -m runtime ...`."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 import runtime
-from conftest import ROOT
 from runtime.generate import generate
 from runtime.sampler import SamplingParams
+from server_helpers import run_cli
 
 PROMPT = "Once upon a time, in a small village,"
-
-
-def run_cli(*args, stdin: bytes | None = None, timeout=600):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], input=stdin, capture_output=True,
-                          cwd=ROOT, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +95,6 @@ def test_help_exits_0():
 
 def test_prompt_and_system_prompt_that_are_not_utf8(smollm2_path):
     """Bytes that are not UTF-8 on the command line (Python turns them into lone surrogates): one line."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     for args in ([b"-p", b"caf\xe9"], [b"--chat", b"--system", b"\xff\xfe"]):
-        r = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), *args], input=b"hi\n",
-                           capture_output=True, cwd=ROOT, env=env, timeout=600)
+        r = run_cli("-m", smollm2_path, *args, stdin=b"hi\n")
         assert r.returncode == 2 and "not UTF-8 text" in one_error_line(r), r.stderr

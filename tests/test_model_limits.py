@@ -8,9 +8,7 @@ Randomized cases: CHATFILE_FUZZ_EXAMPLES (default 100) per class, derandomized; 
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +16,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_helpers import fuzz_examples, fuzz_settings
 import runtime
+from fuzz_helpers import fuzz_examples, fuzz_settings
 from gguf_helpers import gguf_bytes, metadata_item, rebuild
 from runtime.config import ModelError
 from runtime.ggml import GGMLType, QUANT_SIZES, ValueType
 from runtime.gguf import GGUFError, GGUFFile
 from runtime.memory import available_bytes, fit_context
-from runtime.model import KVCache
 from runtime.tokenizer import Tokenizer, TokenizerError
+from server_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
 FUZZ_EXAMPLES = fuzz_examples(100)
 FUZZ = fuzz_settings(FUZZ_EXAMPLES)
 V = ValueType
-
-
-def run_cli(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], capture_output=True, cwd=ROOT,
-                          env=env, timeout=600)
 
 
 def one_line(r: subprocess.CompletedProcess) -> str:

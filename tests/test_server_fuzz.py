@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_helpers import fuzz_examples, fuzz_settings
 import runtime
+from fuzz_helpers import fuzz_examples, fuzz_settings
 from server_helpers import httpx, read_until_closed, start_server
 
 ROOT = Path(__file__).resolve().parent.parent

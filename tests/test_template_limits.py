@@ -9,8 +9,6 @@ Randomized templates: CHATFILE_FUZZ_EXAMPLES (default 150) examples, derandomize
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,7 +23,7 @@ from runtime import template_limits
 from runtime.chat_template import ChatTemplate, ChatTemplateError
 from runtime.ggml import ValueType
 from runtime.gguf import GGUFFile
-from server_helpers import httpx, start_server
+from server_helpers import httpx, run_cli, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "data" / "synthetic" / "llama-Q8_0.gguf"
@@ -264,17 +262,11 @@ def test_server_answers_400_and_stops_the_render(tmp_path, monkeypatch):
         server.stop()
 
 
-def _run(*args, stdin: str = "") -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], input=stdin.encode(),
-                          capture_output=True, cwd=ROOT, env=env, timeout=600)
-
-
 @pytest.mark.slow
 def test_startup_with_a_template_that_does_not_compile(tmp_path):
     """The model's own template nests too deeply: one warning line, then the chat runs on ChatML."""
     model = _model_with_template(tmp_path, NESTING["150 nested ifs"])
-    r = _run("-m", model, "--chat", "-n", "2", "--temp", "0", stdin="Hi\n")
+    r = run_cli("-m", model, "--chat", "-n", "2", "--temp", "0", stdin=b"Hi\n")
     lines = r.stderr.decode().strip().splitlines()
     assert r.returncode == 0, r.stderr.decode()
     assert [line for line in lines if "template" in line] == [
@@ -287,7 +279,7 @@ def test_startup_with_a_template_that_does_not_compile(tmp_path):
 def test_terminal_chat_with_a_template_that_recurses(tmp_path):
     """The template fails at every message: one note per message, and the chat keeps reading."""
     model = _model_with_template(tmp_path, RUNTIME["recursive macro"][0])
-    r = _run("-m", model, "--chat", "-n", "2", stdin="Hi\nagain\n")
+    r = run_cli("-m", model, "--chat", "-n", "2", stdin=b"Hi\nagain\n")
     err = r.stderr.decode()
     assert r.returncode == 0 and "Traceback" not in err, err
     assert err.count("nest more than 64 deep") == 2, err
