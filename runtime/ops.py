@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .kernels.jit import njit, prange
-from .kernels.vector_ir import f16_bits, f16_value, fma_f32
+from .kernels.vector_ir import f16_bits, f16_value, fma_f32, pv_rows16, pv_rows64
 
 from .ggml import GGMLType
 
@@ -446,14 +446,19 @@ def _attend(out, q, k_cache, v_cache, t, h, s, last, window, q_scale, kq_scale, 
         scores[j - first] = dot * kq_scale
     _softmax(scores)
     _f16_round(scores)
-    acc = np.empty(hd, np.float32)
-    for i in range(hd):
-        acc[i] = 0.0
-    for j in range(first, last + 1):
+    acc = np.zeros(hd, np.float32)
+    values = v_cache[s, kv]                       # P.V with the accumulators in registers
+    c = 0
+    while c + 64 <= hd:
+        pv_rows64(acc, scores, values, first, c)
+        c += 64
+    while c + 16 <= hd:
+        pv_rows16(acc, scores, values, first, c)
+        c += 16
+    for j in range(first, last + 1):              # head sizes that are not a multiple of 16
         p = scores[j - first]
-        vr = v_cache[s, kv, j]
-        for i in range(hd):
-            acc[i] += p * f16_value(vr[i])
+        for i in range(c, hd):
+            acc[i] += p * f16_value(values[j, i])
     for i in range(hd):
         out[t, h * hd + i] = acc[i]
 

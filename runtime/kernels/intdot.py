@@ -205,7 +205,71 @@ def _dot_q8_0_blocks(block_bytes, unpack, repacked=False, n_vec=1, prescaled=Fal
         else:
             res = [b.fadd(hsum(b, b.load(fa)), b.load(mt)) for fa, mt in zip(facc, mtot)]
         return _results(context, b, sig, res)
-    return row_dot(codegen, 4) if n_vec == 1 else batch_dot(codegen, n_vec)
+
+    def batch(context, builder, sig, args):
+        # n_vec vectors at once: d (and aux, for the types with a min) come transposed, [nb, B], so
+        # the n_vec scales of block i are one vector load, d_w * d_x is one multiply for all of them,
+        # and the mins (and the repacked sums) run as one fma on an <n_vec x float>. Lane v computes
+        # exactly the single dot's operations, so each result keeps its bits.
+        b = builder
+        VNF = ir.VectorType(F32, n_vec)
+        row, qs, dT, aux = (context.make_array(t)(context, b, a) for t, a in zip(sig.args[:4], args[:4]))
+        j0 = b.sext(args[4], I64) if args[4].type.width < 64 else args[4]
+        n, B = cgutils.unpack_tuple(b, qs.shape)[1], cgutils.unpack_tuple(b, dT.shape)[1]
+        qps = [b.gep(qs.data, [b.mul(b.add(j0, _c(I64, v)), n)]) for v in range(n_vec)]
+        acols = cgutils.unpack_tuple(b, aux.shape)[1]
+        aps = [b.gep(aux.data, [b.mul(b.add(j0, _c(I64, v)), acols)]) for v in range(n_vec)]
+        nb = b.udiv(n, _c(I64, 32))
+        facc = [cgutils.alloca_once_value(b, _c(V8F, 0.0)) for _ in range(n_vec)]
+        mtot = cgutils.alloca_once_value(b, _c(VNF, 0.0))
+        with cgutils.for_range(b, nb) as loop:
+            i = loop.index
+            blk = b.gep(row.data, [b.mul(i, _c(I64, block_bytes))])
+            prefetch(b, blk, PREFETCH)
+            u, signed, o, dw, m = unpack(b, blk)
+            if signed and int_dot() in ("avx512vnni", "avxvnni"):
+                o = 128                           # idot_signed's w + 128
+            at = b.add(b.mul(i, B), j0)           # block i's column j0 of the transposed arrays
+            dwdx = b.fmul(splat(b, dw, VNF), load(b, b.gep(dT.data, [at]), 0, VNF, 4))
+            accs = []
+            for v in range(n_vec):
+                q = _load32(b, b.gep(qps[v], [b.mul(i, _c(I64, 32))]), 0)
+                init = _c(V8I32, 0)
+                if o:
+                    init = load(b, b.gep(aps[v], [b.mul(i, _c(I64, 8))]), 0, V8I32, 4)
+                    if not prescaled:
+                        init = b.mul(init, _c(V8I32, -o))
+                acc = idot_signed(b, init, u, q)[0] if signed else idot(b, init, u, q)
+                if repacked:
+                    accs.append(acc)
+                else:
+                    lane = b.shuffle_vector(dwdx, dwdx, ir.Constant(V8I32, [v] * 8))
+                    b.store(fma(b, lane, b.sitofp(acc, V8F), b.load(facc[v])), facc[v])
+            if repacked:
+                b.store(fma(b, b.sitofp(_hsums(b, accs), VNF), dwdx, b.load(mtot)), mtot)
+            if m is not None:
+                s = load(b, b.gep(aux.data, [at]), 0, VNF, 4)
+                b.store(fma(b, splat(b, m, VNF), s, b.load(mtot)), mtot)
+        mt = b.load(mtot)
+        lanes = [b.extract_element(mt, _c(I32, v)) for v in range(n_vec)]
+        if repacked:
+            res = lanes
+        else:
+            res = [b.fadd(hsum(b, b.load(fa)), lane) for fa, lane in zip(facc, lanes)]
+        return _results(context, b, sig, res)
+    return row_dot(codegen, 4) if n_vec == 1 else batch_dot(batch, n_vec)
+
+
+def _hsums(b, vs):
+    """[n of <8 x i32>] -> <n x i32> (n = 2 or 4): lane v is the sum of the lanes of vs[v] (exact, so
+    in any order: halves, then pairs of vectors side by side)."""
+    idx = lambda *k: ir.Constant(ir.VectorType(I32, len(k)), list(k))    # noqa: E731
+    h = [b.add(b.shuffle_vector(v, v, idx(0, 1, 2, 3)), b.shuffle_vector(v, v, idx(4, 5, 6, 7))) for v in vs]
+    p = [b.add(b.shuffle_vector(x, y, idx(0, 4, 1, 5)), b.shuffle_vector(x, y, idx(2, 6, 3, 7)))
+         for x, y in zip(h[0::2], h[1::2])]       # [x0+x2, y0+y2, x1+x3, y1+y3]
+    if len(p) == 1:
+        return b.add(b.shuffle_vector(p[0], p[0], idx(0, 1)), b.shuffle_vector(p[0], p[0], idx(2, 3)))
+    return b.add(b.shuffle_vector(p[0], p[1], idx(0, 1, 4, 5)), b.shuffle_vector(p[0], p[1], idx(2, 3, 6, 7)))
 
 
 def _operands(context, b, sig, args, n_vec):
@@ -431,6 +495,7 @@ def _chunks(rows, chunk):
 @njit(parallel=True, cache=True)
 def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = scaled_sums(qs, 4, -8)
+    dT = np.ascontiguousarray(d.T)             # [nb, B]: the batched dots' layout
     n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
     for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
@@ -442,10 +507,10 @@ def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             j = 0
             while j + 4 <= qs.shape[0]:
-                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_0(w[r], qs, dT, aux, j)
                 j += 4
             if j + 2 <= qs.shape[0]:
-                o[j, r], o[j + 1, r] = dot2_q4_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r] = dot2_q4_0(w[r], qs, dT, aux, j)
                 j += 2
             if j < qs.shape[0]:
                 o[j, r] = dot_q4_0(w[r], qs[j], d[j], aux[j])
@@ -453,6 +518,8 @@ def matvec_q4_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
 @njit(parallel=True, cache=True)
 def matvec_q4_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = s
+    dT = np.ascontiguousarray(d.T)             # [nb, B]: the batched dots' layout
+    sT = np.ascontiguousarray(s.T)
     n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
     for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
@@ -464,10 +531,10 @@ def matvec_q4_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             j = 0
             while j + 4 <= qs.shape[0]:
-                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_1(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q4_1(w[r], qs, dT, sT, j)
                 j += 4
             if j + 2 <= qs.shape[0]:
-                o[j, r], o[j + 1, r] = dot2_q4_1(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r] = dot2_q4_1(w[r], qs, dT, sT, j)
                 j += 2
             if j < qs.shape[0]:
                 o[j, r] = dot_q4_1(w[r], qs[j], d[j], aux[j])
@@ -475,6 +542,7 @@ def matvec_q4_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
 @njit(parallel=True, cache=True)
 def matvec_q5_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = scaled_sums(qs, 4, -16)
+    dT = np.ascontiguousarray(d.T)             # [nb, B]: the batched dots' layout
     n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
     for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
@@ -486,10 +554,10 @@ def matvec_q5_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             j = 0
             while j + 4 <= qs.shape[0]:
-                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_0(w[r], qs, dT, aux, j)
                 j += 4
             if j + 2 <= qs.shape[0]:
-                o[j, r], o[j + 1, r] = dot2_q5_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r] = dot2_q5_0(w[r], qs, dT, aux, j)
                 j += 2
             if j < qs.shape[0]:
                 o[j, r] = dot_q5_0(w[r], qs[j], d[j], aux[j])
@@ -497,6 +565,8 @@ def matvec_q5_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
 @njit(parallel=True, cache=True)
 def matvec_q5_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = s
+    dT = np.ascontiguousarray(d.T)             # [nb, B]: the batched dots' layout
+    sT = np.ascontiguousarray(s.T)
     n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
     for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
@@ -508,10 +578,10 @@ def matvec_q5_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             j = 0
             while j + 4 <= qs.shape[0]:
-                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_1(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q5_1(w[r], qs, dT, sT, j)
                 j += 4
             if j + 2 <= qs.shape[0]:
-                o[j, r], o[j + 1, r] = dot2_q5_1(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r] = dot2_q5_1(w[r], qs, dT, sT, j)
                 j += 2
             if j < qs.shape[0]:
                 o[j, r] = dot_q5_1(w[r], qs[j], d[j], aux[j])
@@ -519,6 +589,7 @@ def matvec_q5_1_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
 @njit(parallel=True, cache=True)
 def matvec_q8_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
     aux = scaled_sums(qs, 4, -Q8_0_ZERO_POINT)
+    dT = np.ascontiguousarray(d.T)             # [nb, B]: the batched dots' layout
     n0, n1 = _chunks(d0.shape[0], chunk), _chunks(d1.shape[0], chunk)
     for c in prange(n0 + n1 + _chunks(d2.shape[0], chunk)):
         if c < n0:
@@ -530,10 +601,10 @@ def matvec_q8_0_q8(o0, o1, o2, d0, d1, d2, qs, d, s, chunk):
         for r in range(c0 * chunk, min(w.shape[0], (c0 + 1) * chunk)):
             j = 0
             while j + 4 <= qs.shape[0]:
-                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q8_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r], o[j + 2, r], o[j + 3, r] = dot4_q8_0(w[r], qs, dT, aux, j)
                 j += 4
             if j + 2 <= qs.shape[0]:
-                o[j, r], o[j + 1, r] = dot2_q8_0(w[r], qs, d, aux, j)
+                o[j, r], o[j + 1, r] = dot2_q8_0(w[r], qs, dT, aux, j)
                 j += 2
             if j < qs.shape[0]:
                 o[j, r] = dot_q8_0(w[r], qs[j], d[j], aux[j])
