@@ -138,10 +138,11 @@ def test_rope_yarn_and_attention_factor_match_twin(neox):
     np.testing.assert_allclose(np.linalg.norm(h, axis=-1), gain * np.linalg.norm(h0, axis=-1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("hd", [64, 72, 80, 256])      # P.V in 64- and 16-wide pieces, and the rest
 @pytest.mark.parametrize("window,softcap", [(0, 0.0), (5, 0.0), (5, 2.0)])
-def test_attention_matches_twin_with_gqa_window_and_softcap(window, softcap):
+def test_attention_matches_twin_with_gqa_window_and_softcap(window, softcap, hd):
     # rows 0-3: a prompt run of sequence 1 at positions 9-12; rows 4-5: decode rows of sequences 0 and 2
-    n_heads, n_kv, hd, n_ctx = 6, 2, 64, 32
+    n_heads, n_kv, n_ctx = 6, 2, 32
     seq = np.array([1, 1, 1, 1, 0, 2], np.int64)
     pos = np.array([9, 10, 11, 12, 20, 3], np.int64)
     q = randn(len(seq), n_heads * hd)
