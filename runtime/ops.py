@@ -20,6 +20,7 @@ import numpy as np
 
 from .kernels.jit import njit, prange
 from .kernels.vector_ir import f16_bits, f16_value, fma_f32, pv_rows16, pv_rows64
+from .kernels.vexp import exp_sum, silu_mul
 
 from .ggml import GGMLType
 
@@ -397,18 +398,17 @@ def shift_kv(k_cache, v_cache, seq, src, dst, n, neox, theta_scale, freq_scale, 
                 v_cache[seq, h, dst + j, i] = v_cache[seq, h, src + j, i]
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=False)
 def _softmax(x):
-    # x [n] in place (the row of one query's scores)
+    # x [n] in place (the row of one query's scores). fastmath=False said explicitly: a callee that
+    # leaves it unset inherits its caller's (attention's) fast flags, which would then reach
+    # kernels.vexp's operations, whose rounding steps must stay as written
+    # (ggml_compute_forward_soft_max_f32: ggml_vec_soft_max_f32, whose exp is kernels.vexp's, then
+    # times the float of 1 / the double sum)
     m = x[0]
     for i in range(1, x.size):
         m = max(m, x[i])
-    s = 0.0                                       # ggml sums in double
-    for i in range(x.size):
-        e = np.float32(math.exp(x[i] - m))
-        x[i] = e
-        s += e
-    inv = np.float32(1.0 / s)
+    inv = np.float32(1.0 / exp_sum(x, m))
     for i in range(x.size):
         x[i] *= inv
 
@@ -522,14 +522,12 @@ GELU_COEF_A = 0.044715
 SQRT_2_OVER_PI = 0.79788456080286535587989211986876
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=False)
 def swiglu(out, gate, up):
     # gate, up [T, n] -> out [T, n] = silu(gate) * up
-    T, n = gate.shape
-    for t in range(T):
-        for i in range(n):
-            g = gate[t, i]
-            out[t, i] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[t, i]
+    # (ggml_vec_swiglu_f32: ggml_v_silu on whole vectors, x / (1 + expf(-x)) on the rest; kernels.vexp)
+    for t in range(gate.shape[0]):
+        silu_mul(out[t], gate[t], up[t])
 
 
 def swiglu_ref(gate, up):
