@@ -26,9 +26,6 @@ from .ggml import GGMLType
 
 # ---- rounding like llama.cpp -----------------------------------------------------------------------
 
-F16_MIN_NORMAL = 6.103515625e-05      # 2**-14; below it fp16 has a fixed step of 2**-24
-F16_SUBNORMAL_STEP = 16777216.0       # 2**24
-
 # How the activation vector is rounded before a product with a weight of each type: ggml's
 # type_traits_cpu[type].vec_dot_type (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for
 # the K-quants and IQ4_XS; Q8_0 and Q8_1 hold the same values).
@@ -45,17 +42,10 @@ ACT_KIND = {
 
 @njit(cache=True, inline="always")
 def _f16_round(a):
-    # a float32 [n], in place: to the nearest fp16 value, ties to even (F16C's _cvtss_sh).
-    # Values beyond fp16's range (65504) are not turned into inf: K, V and P never get there.
-    u = a.view(np.uint32)
+    # a float32 [n], in place: to the nearest fp16 value, ties to even, inf beyond fp16's range; as
+    # ggml converts (F16C's vcvtps2ph, then vcvtph2ps), which fptrunc/fpext are and LLVM vectorizes
     for i in range(a.size):
-        x = a[i]
-        if abs(x) < F16_MIN_NORMAL:
-            a[i] = np.float32(np.rint(np.float64(x) * F16_SUBNORMAL_STEP) / F16_SUBNORMAL_STEP)
-        else:
-            b = u[i]
-            b = (b + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
-            u[i] = b
+        a[i] = f16_value(f16_bits(a[i]))
 
 
 @njit(cache=True)
@@ -561,8 +551,6 @@ def geglu_table(out, gate, up, table):
     # gate, up [T, n], table float32 [65536] -> out [T, n] = gelu(gate) * up, as ggml_vec_geglu_f32
     # with GGML_GELU_FP16: x rounded to fp16 indexes ggml's GELU table; x <= -10 gives 0, x >= 10 x
     T, n = gate.shape
-    one = np.empty(1, np.float32)
-    bits = one.view(np.uint32)
     for t in range(T):
         for i in range(n):
             g = gate[t, i]
@@ -571,16 +559,7 @@ def geglu_table(out, gate, up, table):
             elif g >= 10.0:
                 out[t, i] = g * up[t, i]
             else:
-                one[0] = g
-                _f16_round(one)
-                b = bits[0]
-                sign = (b >> np.uint32(16)) & np.uint32(0x8000)
-                mag = b & np.uint32(0x7FFFFFFF)
-                if mag < np.uint32(0x38800000):          # fp16 subnormal: |x| < 2**-14
-                    h = np.uint32(np.rint(abs(np.float64(one[0])) * F16_SUBNORMAL_STEP))
-                else:                                    # rebias the exponent 127 -> 15
-                    h = (mag >> np.uint32(13)) - np.uint32(0x1C000)
-                out[t, i] = table[sign | h] * up[t, i]
+                out[t, i] = table[f16_bits(g)] * up[t, i]
 
 
 def geglu(out, gate, up):
