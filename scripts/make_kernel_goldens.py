@@ -79,10 +79,15 @@ def main() -> int:
             vec_dot(ctypes.c_int(N), ptr(ref[r:]), ctypes.c_size_t(0), ptr(row), ctypes.c_size_t(0),
                     ptr(q8), ctypes.c_size_t(0), ctypes.c_int(1))
         out.update({f"{name}.rows": rows, f"{name}.x": x, f"{name}.q8": q8, f"{name}.dot": ref})
-    path = ROOT / "data" / "goldens" / "vec_dot_x86.npz"
-    np.savez_compressed(path, **out)
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    save(out, "vec_dot_x86.npz")
     return 0
+
+
+def save(arrays: dict, name: str) -> None:
+    """Write the arrays to data/goldens/NAME (compressed) and say so."""
+    path = ROOT / "data" / "goldens" / name
+    np.savez_compressed(path, **arrays)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_kernel_goldens import load_ggml  # noqa: E402
+from make_kernel_goldens import load_ggml, save  # noqa: E402
 
 LENGTHS = (1, 5, 16, 17, 100, 257, 1000, 1543)
 
@@ -54,9 +53,7 @@ def main() -> int:
         out[f"swiglu.{n}.g"], out[f"swiglu.{n}.u"], out[f"swiglu.{n}.y"] = gate, up, y.copy()
         lib.ggml_vec_silu_f32(ctypes.c_int(n), ptr(y), ptr(gate))
         out[f"silu.{n}.y"] = y.copy()
-    path = ROOT / "data" / "goldens" / "vexp_x86_avx512.npz"
-    np.savez_compressed(path, **out)
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    save(out, "vexp_x86_avx512.npz")
     return 0
 
 

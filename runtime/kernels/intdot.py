@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import has_feature, njit, prange
-from .vector_ir import (F32, I8, I32, I64, V16I32, contiguous, fma, hsum, load, load_f16, row_dot,
+from .vector_ir import (F32, I8, I32, I64, V16I32, call, contiguous, fma, hsum, load, load_f16, row_dot,
                         splat)
 
 V8I32, V4I32 = ir.VectorType(I32, 8), ir.VectorType(I32, 4)
@@ -51,12 +51,6 @@ def int_dot() -> str | None:
     return None
 
 
-def _call(b, name, ret, args):
-    fnty = ir.FunctionType(ret, [a.type for a in args])
-    fn = b.module.globals.get(name) or ir.Function(b.module, fnty, name)
-    return b.call(fn, args)
-
-
 def _c(ty, v):
     return ir.Constant(ty, [v] * ty.count) if isinstance(ty, ir.VectorType) else ir.Constant(ty, v)
 
@@ -66,19 +60,19 @@ def idot(b, acc, u, q):
     q <32 x i8> signed."""
     kind = int_dot()
     if kind in ("avx512vnni", "avxvnni"):
-        return _call(b, "llvm.x86.avx512.vpdpbusd.256", V8I32,
-                     [acc, b.bitcast(u, V8I32), b.bitcast(q, V8I32)])
+        return call(b, "llvm.x86.avx512.vpdpbusd.256", V8I32,
+                    [acc, b.bitcast(u, V8I32), b.bitcast(q, V8I32)])
     if kind == "avx2":                       # u * q pairs fit in int16: 2 * 63 * 127 (or 2 * 127 * 127)
-        p16 = _call(b, "llvm.x86.avx2.pmadd.ub.sw", V16I16, [u, q])
-        return b.add(acc, _call(b, "llvm.x86.avx2.pmadd.wd", V8I32, [p16, _c(V16I16, 1)]))
+        p16 = call(b, "llvm.x86.avx2.pmadd.ub.sw", V16I16, [u, q])
+        return b.add(acc, call(b, "llvm.x86.avx2.pmadd.wd", V8I32, [p16, _c(V16I16, 1)]))
     if kind == "sdot":                       # u <= 127 is the same byte signed
         halves = []
         for h in range(2):
             idx = ir.Constant(ir.VectorType(I32, 16), list(range(16 * h, 16 * h + 16)))
             idx4 = ir.Constant(ir.VectorType(I32, 4), list(range(4 * h, 4 * h + 4)))
             a4 = b.shuffle_vector(acc, acc, idx4)
-            halves.append(_call(b, "llvm.aarch64.neon.sdot.v4i32.v16i8", V4I32,
-                                [a4, b.shuffle_vector(u, u, idx), b.shuffle_vector(q, q, idx)]))
+            halves.append(call(b, "llvm.aarch64.neon.sdot.v4i32.v16i8", V4I32,
+                               [a4, b.shuffle_vector(u, u, idx), b.shuffle_vector(q, q, idx)]))
         return b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, 8), list(range(8))))
     raise AssertionError("no integer dot product on this target")
 
@@ -92,8 +86,8 @@ def idot_signed(b, acc, w, q):
     if kind in ("avx512vnni", "avxvnni"):
         return idot(b, acc, b.xor(w, _c(V32I8, -128)), q), 128
     if kind == "avx2":
-        absw = _call(b, "llvm.abs.v32i8", V32I8, [w, ir.Constant(ir.IntType(1), 0)])
-        sq = _call(b, "llvm.x86.avx2.psign.b", V32I8, [q, w])
+        absw = call(b, "llvm.abs.v32i8", V32I8, [w, ir.Constant(ir.IntType(1), 0)])
+        sq = call(b, "llvm.x86.avx2.psign.b", V32I8, [q, w])
         return idot(b, acc, absw, sq), 0
     return idot(b, acc, w, q), 0
 
@@ -110,7 +104,7 @@ def prefetch(b, ptr, distance):
     """A software prefetch (prefetcht0; prfm on aarch64) of the byte `distance` after ptr: it changes
     no value and never faults, even past the end of the weights."""
     p = b.bitcast(b.gep(ptr, [ir.Constant(I64, distance)]), ir.IntType(8).as_pointer())
-    _call(b, "llvm.prefetch.p0i8", ir.VoidType(), [p, _c(I32, 0), _c(I32, 3), _c(I32, 1)])
+    call(b, "llvm.prefetch.p0i8", ir.VoidType(), [p, _c(I32, 0), _c(I32, 3), _c(I32, 1)])
 
 
 def _load32(b, base, offset):
@@ -217,6 +211,8 @@ def _dot_q8_0_blocks(block_bytes, unpack, repacked=False, n_vec=1, prescaled=Fal
         j0 = b.sext(args[4], I64) if args[4].type.width < 64 else args[4]
         n, B = cgutils.unpack_tuple(b, qs.shape)[1], cgutils.unpack_tuple(b, dT.shape)[1]
         qps = [b.gep(qs.data, [b.mul(b.add(j0, _c(I64, v)), n)]) for v in range(n_vec)]
+        # aux: for the types with a zero point the sums per 4 of each vector, [B, nb * 8], read by row;
+        # for those with a min Q8_1's s, transposed [nb, B] like d (the rows below go unused)
         acols = cgutils.unpack_tuple(b, aux.shape)[1]
         aps = [b.gep(aux.data, [b.mul(b.add(j0, _c(I64, v)), acols)]) for v in range(n_vec)]
         nb = b.udiv(n, _c(I64, 32))

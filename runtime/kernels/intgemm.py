@@ -27,9 +27,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .intdot import _bits32, _c, _call, _k_groups_q4_k, _k_groups_q6_k, _load32, _nibbles32
+from .intdot import _bits32, _c, _k_groups_q4_k, _k_groups_q6_k, _load32, _nibbles32
 from .jit import has_feature, njit, prange
-from .vector_ir import I8, I32, I64, V16F, V16I32, fma, load, load_f16, splat
+from .vector_ir import I8, I32, I64, V16F, V16I32, call, fma, load, load_f16, splat
 
 ROWS = 16         # weight rows per tile, one per int32 lane of a zmm register
 V8I32 = ir.VectorType(I32, 8)
@@ -68,7 +68,7 @@ def _tile(mode, zero_point=0, with_min=False, tb=1):
         def dot4(acc, t, k4):                    # acc + U[k4] . the 4 bytes of token t at 4 * k4
             u = load(b, b.gep(up, [b.mul(k4, _c(I64, 64))]), 0, V16I32, 4)
             xq = splat(b, load(b, b.gep(qp, [b.add(b.mul(t, n), b.mul(k4, _c(I64, 4)))]), 0, I32, 1), V16I32)
-            return _call(b, "llvm.x86.avx512.vpdpbusd.512", V16I32, [acc, u, xq])
+            return call(b, "llvm.x86.avx512.vpdpbusd.512", V16I32, [acc, u, xq])
 
         with cgutils.for_range_slice(b, _c(I64, 0), Tpad, _c(I64, tb)) as (t0, _):
             ts = [b.add(t0, _c(I64, j)) for j in range(tb)]

@@ -38,9 +38,9 @@ from numba.core import cgutils
 from . import intgemm
 from .blocks import fp16
 from .gemm import TILE, tile_gemm
-from .intdot import _c, _call, _chunks, _dot_q8_0_blocks, _load32, _nibbles32, act_sums, idot_signed, int_dot
+from .intdot import _c, _chunks, _dot_q8_0_blocks, _load32, _nibbles32, act_sums, idot_signed, int_dot
 from .jit import has_feature, njit, prange
-from .vector_ir import F32, I8, I32, I64, V16F, V16I32, V16I8, fma, hsum, load, load_f16, nibbles, row_dot, splat
+from .vector_ir import F32, I8, I32, I64, V16F, V16I32, V16I8, call, fma, hsum, load, load_f16, nibbles, row_dot, splat
 
 QK = 32                                   # weights per IQ4_NL block and per IQ4_XS sub-block
 QK_K = 256                                # weights per IQ4_XS super-block
@@ -223,9 +223,9 @@ def _levels_i8(b, idx):
         halves = []
         for h in range(2):
             part = b.shuffle_vector(idx, idx, ir.Constant(V16I32, list(range(16 * h, 16 * h + 16))))
-            halves.append(_call(b, "llvm.aarch64.neon.tbl1.v16i8", V16I8, [table, part]))
+            halves.append(call(b, "llvm.aarch64.neon.tbl1.v16i8", V16I8, [table, part]))
         return b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
-    return _call(b, "llvm.x86.avx2.pshuf.b", V32I8, [ir.Constant(V32I8, list(KVALUES) * 2), idx])
+    return call(b, "llvm.x86.avx2.pshuf.b", V32I8, [ir.Constant(V32I8, list(KVALUES) * 2), idx])
 
 
 def _unpack_iq4_nl(b, blk):

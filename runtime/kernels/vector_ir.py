@@ -28,6 +28,13 @@ def splat(b, value, ty):
     return b.shuffle_vector(one, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, n), [0] * n))
 
 
+def call(b, name, ret, args):
+    # a call of the LLVM intrinsic (or C function) `name` returning ret, declared on first use
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = b.module.globals.get(name) or ir.Function(b.module, fnty, name)
+    return b.call(fn, args)
+
+
 def fma(b, x, y, z):
     # x * y + z in one rounding (llvm.fma; llvmlite's own fma takes scalars only)
     t = x.type

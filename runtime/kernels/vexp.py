@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import has_feature
-from .vector_ir import F32, I32, fma, hsum, splat
+from .vector_ir import F32, I32, call, fma, hsum, splat
 
 F64 = ir.DoubleType()
 
@@ -51,12 +51,6 @@ def _vec(b, v, ty):
     return splat(b, _f(v), ty)
 
 
-def _call(b, name, ret, args):
-    fnty = ir.FunctionType(ret, [a.type for a in args])
-    fn = b.module.globals.get(name) or ir.Function(b.module, fnty, name)
-    return b.call(fn, args)
-
-
 def _bits(b, v):
     return b.bitcast(v, ir.VectorType(I32, v.type.count))
 
@@ -69,7 +63,7 @@ def v_expf(b, x):
     """ggml_v_expf of x <LANES x float>, operation for operation (fnmadd(a, b, c) = fma(-a, b, c))."""
     ty = x.type
     c = lambda v: _vec(b, v, ty)                                      # noqa: E731
-    fabs = lambda v: _call(b, f"llvm.fabs.v{ty.count}f32", ty, [v])   # noqa: E731
+    fabs = lambda v: call(b, f"llvm.fabs.v{ty.count}f32", ty, [v])   # noqa: E731
     r = c("0x1.8p23")
     z = fma(b, x, c("0x1.715476p+0"), r)
     n = b.fsub(z, r)
@@ -80,9 +74,9 @@ def v_expf(b, x):
                fma(b, c("0x1.555e66p-3"), bb, c("0x1.fffdb6p-2")))
     if KIND == "avx512":
         j = fma(b, poly, u, fma(b, c("0x1.ffffecp-1"), bb, c(1.0)))
-        res = _call(b, "llvm.x86.avx512.mask.scalef.ps.512", ty,
-                    [j, n, ir.Constant(ty, ir.Undefined), ir.Constant(ir.IntType(16), 0xFFFF),
-                     ir.Constant(I32, 4)])                            # _MM_FROUND_CUR_DIRECTION
+        res = call(b, "llvm.x86.avx512.mask.scalef.ps.512", ty,
+                   [j, n, ir.Constant(ty, ir.Undefined), ir.Constant(ir.IntType(16), 0xFFFF),
+                    ir.Constant(I32, 4)])                             # _MM_FROUND_CUR_DIRECTION
         d = b.fcmp_ordered(">", fabs(n), c(192.0))
         alt = b.select(b.fcmp_ordered("<=", n, c(0.0)), c(0.0), c(math.inf))
         return b.select(d, alt, res)
@@ -103,7 +97,7 @@ def v_expf(b, x):
 
 def _expf(b, x):
     # libm's expf of a float (llvm.exp.f32, which numba's math.exp on a float32 also becomes)
-    return _call(b, "llvm.exp.f32", F32, [x])
+    return call(b, "llvm.exp.f32", F32, [x])
 
 
 def _rows(typs):
