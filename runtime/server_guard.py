@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import select
 import socket
 from dataclasses import dataclass
 
@@ -131,9 +132,10 @@ class Guard:
 #   previous response (408 and close), so trickling bytes keeps no connection open;
 # - a connection that sends nothing for `idle_timeout` (fresh, or between requests) is closed;
 # - at `max_connections`, a new connection closes the one that has waited longest without a request in
-#   progress (idle, or still sending its headers), else the oldest one still sending its body; only
-#   when every connection is being answered is the new one refused (503). Connections being answered
-#   are bounded by the engine's queue, so a well-behaved client always gets in;
+#   progress (idle, or still sending its headers; not one whose bytes wait unread in its socket), else
+#   the oldest one still sending its body; only when every connection is being answered is the new one
+#   refused (503). Connections being answered are bounded by the engine's queue, so a well-behaved
+#   client always gets in;
 # - one remote address (not loopback, where every local client looks the same) holds at most
 #   `max_per_client` connections: past that it displaces its own, never someone else's.
 
@@ -166,8 +168,12 @@ class _Registry:
         return True
 
     def _make_room(self, newcomer, among) -> bool:
-        victim = min((p for p in self.open if p is not newcomer and among(p) and p.displaceable() is not None),
-                     key=lambda p: p.displaceable(), default=None)
+        candidates = sorted((p for p in self.open if p is not newcomer and among(p) and p.displaceable() is not None),
+                            key=lambda p: p.displaceable())
+        # a connection whose request already sits unread in its socket is not idle: the event loop accepts
+        # a burst of new connections before it reads any of them, so in a flood of 256 or more a client
+        # that had just sent its request became the longest-waiting one and was reset
+        victim = next((p for p in candidates if not p.has_unread_bytes()), candidates[0] if candidates else None)
         if victim is None:
             self.forget(newcomer)
             return False
@@ -248,6 +254,18 @@ def h11_protocol(limits: ConnectionLimits):
             if self.cycle.more_body and not self.cycle.response_started:
                 return (1, self._since)
             return None
+
+        def has_unread_bytes(self) -> bool:
+            """Bytes (or the end) from the client wait in the socket, not yet read by the event loop."""
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            try:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN)
+                return bool(poller.poll(0))
+            except (AttributeError, OSError, ValueError):     # no poll() here, or the socket is gone
+                return False
 
         def displace(self):
             self._cancel_deadline()

@@ -187,3 +187,35 @@ def test_one_remote_address_cannot_take_every_connection(smollm2_model):
         srv.should_exit = True
         thread.join(timeout=10)
         engine.close()
+
+
+def test_at_the_limit_a_connection_whose_request_waits_unread_is_not_the_one_closed():
+    """The event loop accepts a burst of connections before it reads any of them, so in a flood the
+    connection of a client that has already sent its request can be the longest-waiting one: the
+    registry passes over it (its bytes wait in the socket) and closes the next-longest waiting."""
+    from runtime.server_guard import ConnectionLimits, _Registry
+
+    class Waiting:                       # a connection between requests since `since`
+        client = ("127.0.0.1", 0)
+
+        def __init__(self, since, unread):
+            self.since, self.unread, self.closed = since, unread, False
+
+        def displaceable(self):
+            return (0, self.since)
+
+        def has_unread_bytes(self):
+            return self.unread
+
+        def displace(self):
+            self.closed = True
+
+    registry = _Registry(ConnectionLimits(max_connections=3))
+    client, silent1, silent2 = Waiting(1.0, True), Waiting(2.0, False), Waiting(3.0, False)
+    for c in (client, silent1, silent2):
+        assert registry.admit(c)
+    assert registry.admit(Waiting(4.0, False))
+    assert (client.closed, silent1.closed, silent2.closed) == (False, True, False)
+    everyone_unread = _Registry(ConnectionLimits(max_connections=1))   # all have bytes: the oldest goes
+    first = Waiting(1.0, True)
+    assert everyone_unread.admit(first) and everyone_unread.admit(Waiting(2.0, True)) and first.closed
